@@ -1,0 +1,87 @@
+"""State stores: ``open_store(url)`` picks the backend by URL scheme.
+
+- ``memory://`` — one process, nothing persisted.
+- ``sqlite:///path/to/state.db`` — the embedded default; several processes on one machine share the file.
+- ``redis://[:password@]host:port/db`` and ``rediss://`` — production.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from ..errors import InvalidStoreUrl
+from .base import (
+    Acceptance,
+    AcceptKind,
+    CommitOutcome,
+    ConversationKey,
+    ConversationView,
+    Event,
+    InboundMessage,
+    Lease,
+    Limits,
+    Receipt,
+    RenewOutcome,
+    Store,
+    TurnCommit,
+    WorkItem,
+)
+
+__all__ = [
+    "AcceptKind",
+    "Acceptance",
+    "CommitOutcome",
+    "ConversationKey",
+    "ConversationView",
+    "Event",
+    "InboundMessage",
+    "Lease",
+    "Limits",
+    "Receipt",
+    "RenewOutcome",
+    "Store",
+    "TurnCommit",
+    "WorkItem",
+    "open_store",
+    "redact_url",
+]
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***``, for logs and reprs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+async def open_store(url: str) -> Store:
+    """Open the store at ``url`` and check that it answers.
+
+    >>> store = await open_store("sqlite:///var/lib/statefleet/state.db")
+    """
+    if not isinstance(url, str) or "://" not in url:
+        raise InvalidStoreUrl(
+            f"store URL {url!r} has no scheme; use memory://, sqlite:///path/state.db or redis://host:port/0"
+        )
+    scheme = url.split("://", 1)[0].lower()
+    store: Store
+    if scheme == "memory":
+        from .memory import MemoryStore
+
+        store = MemoryStore()
+    elif scheme == "sqlite":
+        from .sqlite import SQLiteStore
+
+        store = await SQLiteStore.open(url)
+    elif scheme in ("redis", "rediss", "unix"):
+        from .redis import RedisStore
+
+        store = await RedisStore.open(url)
+    else:
+        raise InvalidStoreUrl(
+            f"unknown store scheme {scheme!r} in {redact_url(url)!r}; "
+            "use memory://, sqlite:///path/state.db, redis:// or rediss://"
+        )
+    return store

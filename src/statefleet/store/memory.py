@@ -1,0 +1,191 @@
+"""``memory://``: one process, no persistence. For unit tests, notebooks and the contract suite's baseline."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from . import _records
+from .base import (
+    Acceptance,
+    CommitOutcome,
+    ConversationKey,
+    ConversationView,
+    Event,
+    InboundMessage,
+    JSONObject,
+    Lease,
+    Limits,
+    Policy,
+    Receipt,
+    RenewOutcome,
+    TurnCommit,
+    WorkItem,
+)
+
+
+class _EventLog:
+    __slots__ = ("entries", "expires")
+
+    def __init__(self, maxlen: int) -> None:
+        self.entries: deque[Event] = deque(maxlen=maxlen)
+        self.expires = 0.0
+
+
+class MemoryStore:
+    """All state in this process's memory. Every method runs without awaiting, so each is atomic."""
+
+    def __init__(self) -> None:
+        self._records: dict[ConversationKey, _records.Record] = {}
+        self._expires: dict[ConversationKey, float] = {}
+        self._receipts: dict[tuple[ConversationKey, str], tuple[Receipt, float]] = {}
+        self._events: dict[ConversationKey, _EventLog] = {}
+        self._hints: dict[ConversationKey, float] = {}
+        self._event_seq = 0
+        self._clock = time.time
+
+    # -- helpers -------------------------------------------------------------------------------------------
+
+    def _record(self, key: ConversationKey, now: float) -> _records.Record | None:
+        record = self._records.get(key)
+        if record is not None and self._expires.get(key, 0.0) <= now:
+            self._drop(key)
+            return None
+        return record
+
+    def _get_receipt(self, key: ConversationKey, name: str, now: float) -> Receipt | None:
+        entry = self._receipts.get((key, name))
+        if entry is None:
+            return None
+        if entry[1] <= now:
+            del self._receipts[(key, name)]
+            return None
+        return entry[0]
+
+    def _apply(
+        self,
+        key: ConversationKey,
+        record: _records.Record | None,
+        fx: _records.Effects,
+        limits: Limits,
+        now: float,
+    ) -> None:
+        if record is not None:
+            self._records[key] = record
+            self._expires[key] = now + limits.conversation_ttl
+        for write in fx.receipts:
+            if write.only_if_exists and self._get_receipt(key, write.name, now) is None:
+                continue
+            self._receipts[(key, write.name)] = (write.receipt, now + write.ttl)
+        if fx.events:
+            self._append(key, fx.events, limits, now)
+        if fx.hint is not None:
+            self._hints[key] = fx.hint
+        elif fx.drop_hint:
+            self._hints.pop(key, None)
+
+    def _append(self, key: ConversationKey, events: list[JSONObject], limits: Limits, now: float) -> None:
+        log = self._events.get(key)
+        if log is None or log.expires <= now or log.entries.maxlen != limits.events_max:
+            old = list(log.entries) if log is not None and log.expires > now else []
+            log = self._events[key] = _EventLog(limits.events_max)
+            log.entries.extend(old)
+        for data in events:
+            self._event_seq += 1
+            body = dict(data)
+            log.entries.append(Event(str(self._event_seq), str(body.pop("type")), body))
+        log.expires = now + limits.events_ttl
+
+    def _drop(self, key: ConversationKey) -> None:
+        self._records.pop(key, None)
+        self._expires.pop(key, None)
+        self._events.pop(key, None)
+        self._hints.pop(key, None)
+        for rkey in [k for k in self._receipts if k[0] == key]:
+            del self._receipts[rkey]
+
+    # -- Store ---------------------------------------------------------------------------------------------
+
+    async def accept(
+        self,
+        key: ConversationKey,
+        message: InboundMessage,
+        *,
+        version: str,
+        owner: str,
+        policy: Policy,
+        limits: Limits,
+    ) -> Acceptance:
+        now = self._clock()
+        existing = None
+        if message.idempotency_key is not None:
+            existing = self._get_receipt(key, _records.receipt_name_for_key(message.idempotency_key), now)
+        acceptance, record, fx = _records.accept(
+            self._record(key, now), existing, key, message,
+            version=version, owner=owner, policy=policy, limits=limits, now=now,
+        )
+        self._apply(key, record, fx, limits, now)
+        return acceptance
+
+    async def commit(self, lease: Lease, commit: TurnCommit, *, limits: Limits) -> CommitOutcome:
+        now = self._clock()
+        outcome, record, fx = _records.commit(
+            self._record(lease.key, now), lease, commit, limits=limits, now=now
+        )
+        self._apply(lease.key, record, fx, limits, now)
+        return outcome
+
+    async def renew(self, lease: Lease, *, limits: Limits) -> RenewOutcome:
+        now = self._clock()
+        outcome, record, fx = _records.renew(self._record(lease.key, now), lease, limits=limits, now=now)
+        self._apply(lease.key, record, fx, limits, now)
+        return outcome
+
+    async def release(self, lease: Lease) -> None:
+        now = self._clock()
+        record, fx = _records.release(self._record(lease.key, now), lease)
+        if record is not None:
+            self._records[lease.key] = record
+        self._apply(lease.key, None, fx, Limits(), now)
+
+    async def reclaim(self, key: ConversationKey, *, owner: str, limits: Limits) -> WorkItem | None:
+        now = self._clock()
+        work, record, fx, _failed = _records.reclaim(
+            self._record(key, now), key, owner=owner, limits=limits, now=now
+        )
+        self._apply(key, record, fx, limits, now)
+        return work
+
+    async def expired_leases(self, limit: int) -> list[ConversationKey]:
+        now = self._clock()
+        due = [key for key, expires in self._hints.items() if expires <= now]
+        return due[:limit]
+
+    async def receipt(self, key: ConversationKey, *, message_id: str) -> Receipt | None:
+        return self._get_receipt(key, _records.receipt_name_for_message(message_id), self._clock())
+
+    async def load(self, key: ConversationKey) -> ConversationView | None:
+        now = self._clock()
+        record = self._record(key, now)
+        return None if record is None else _records.view(key, record, now)
+
+    async def delete(self, key: ConversationKey) -> bool:
+        existed = self._record(key, self._clock()) is not None
+        self._drop(key)
+        return existed
+
+    async def append_events(self, key: ConversationKey, events: list[JSONObject], *, limits: Limits) -> None:
+        self._append(key, events, limits, self._clock())
+
+    async def read_events(self, key: ConversationKey, *, after: str | None, limit: int) -> list[Event]:
+        log = self._events.get(key)
+        if log is None or log.expires <= self._clock():
+            return []
+        floor = int(after) if after else 0
+        return [event for event in log.entries if int(event.id) > floor][:limit]
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
