@@ -1,1 +1,50 @@
-"""statefleet."""
+"""statefleet: serve stateful conversational agents from many interchangeable instances.
+
+>>> from statefleet import Agent, Turn, Engine, open_store
+"""
+
+from .agent import Agent, Reply, Turn
+from .errors import (
+    ConversationBusy,
+    ConversationNotFound,
+    InvalidConversationId,
+    InvalidMessage,
+    InvalidStoreUrl,
+    MessageTooLarge,
+    Overloaded,
+    StatefleetClientError,
+    StatefleetError,
+    StateNotSerializable,
+    TurnFailed,
+    TurnInterrupted,
+    TurnTimeout,
+)
+from .store import Store, open_store
+from .turns import Conversation, Engine, EngineSettings, TurnResult
+
+__all__ = [
+    "Agent",
+    "Conversation",
+    "ConversationBusy",
+    "ConversationNotFound",
+    "Engine",
+    "EngineSettings",
+    "InvalidConversationId",
+    "InvalidMessage",
+    "InvalidStoreUrl",
+    "MessageTooLarge",
+    "Overloaded",
+    "Reply",
+    "StateNotSerializable",
+    "StatefleetClientError",
+    "StatefleetError",
+    "Store",
+    "Turn",
+    "TurnFailed",
+    "TurnInterrupted",
+    "TurnResult",
+    "TurnTimeout",
+    "open_store",
+]
+
+__version__ = "0.1.0"

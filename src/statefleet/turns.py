@@ -1,0 +1,756 @@
+"""Running turns: accept, lease, handler, commit, double texting, heartbeats and recovery.
+
+One ``Engine`` is one instance of the fleet. Every engine is equal: any of them accepts any message, the one
+that holds a conversation's lease runs its turns one at a time, and every engine's sweeper takes over the
+conversations whose owner died. See docs/guarantees.md for what this promises and how it is tested.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from . import errors
+from ._validation import DEFAULT_TENANT, check_conversation_id, check_message, check_tenant
+from .agent import Agent, DoubleTexting, Turn
+from .store.base import (
+    AcceptKind,
+    ConversationKey,
+    ConversationView,
+    InboundMessage,
+    JSONObject,
+    Lease,
+    Limits,
+    Receipt,
+    Store,
+    TurnCommit,
+    WorkItem,
+)
+
+log = logging.getLogger(__name__)
+
+EventCallback = Callable[[JSONObject], None]
+_ERRORS: dict[str, type[errors.StatefleetError]] = {
+    cls.code: cls
+    for cls in (
+        errors.TurnFailed,
+        errors.StateNotSerializable,
+        errors.TurnInterrupted,
+        errors.LeaseLost,
+    )
+}
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How one engine runs turns. Defaults are tuned for real time: a dead owner's work resumes in < 5 s."""
+
+    #: Lease time-to-live (s); a dead owner's conversations are taken over after this.
+    lease_ttl: float = 3.0
+    #: How often (s) the sweeper looks for expired leases.
+    sweep_interval: float = 1.0
+    #: How often (s) a running turn's lease is renewed; None: a third of ``lease_ttl``.
+    heartbeat_interval: float | None = None
+    #: Idle conversations expire after this (s).
+    conversation_ttl: float = 7 * 24 * 3600.0
+    #: Idempotency records are kept this long (s).
+    idempotency_ttl: float = 24 * 3600.0
+    #: Results a waiting caller polls are kept this long (s).
+    receipt_ttl: float = 600.0
+    #: Events kept per conversation, and for how long (s).
+    events_max: int = 256
+    events_ttl: float = 3600.0
+    #: Messages one conversation's inbox may hold.
+    inbox_max: int = 1000
+    #: A message started this many times without committing fails.
+    max_attempts: int = 5
+    #: Calls to ``send`` this engine serves at once; more get ``Overloaded`` at once.
+    max_in_flight: int = 10_000
+    #: Write streamed tokens to the store's event log, so every instance can follow them live.
+    publish_tokens: bool = True
+    #: This engine's id in the fleet; None: hostname-pid-random.
+    instance_id: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("lease_ttl", "sweep_interval", "conversation_ttl", "idempotency_ttl", "receipt_ttl",
+                     "events_ttl"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or value <= 0:
+                raise errors.ConfigError(f"engine setting {name}={value!r} must be a positive number of seconds")
+        for name in ("events_max", "inbox_max", "max_attempts", "max_in_flight"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise errors.ConfigError(f"engine setting {name}={value!r} must be a positive int")
+
+    @property
+    def heartbeat(self) -> float:
+        return self.heartbeat_interval or self.lease_ttl / 3
+
+
+@dataclass(frozen=True, slots=True)
+class TurnResult:
+    """What a caller gets back for one message."""
+
+    conversation_id: str
+    message_id: str
+    turn: int
+    version: str
+    reply: str
+    data: JSONObject | None
+    #: Events the turn emitted (tokens plus the reply).
+    events: int
+    #: True when this was a retry of an idempotency key already seen.
+    duplicate: bool = False
+
+    def to_json(self) -> JSONObject:
+        return {
+            "conversation_id": self.conversation_id,
+            "message_id": self.message_id,
+            "turn": self.turn,
+            "version": self.version,
+            "reply": {"text": self.reply, "data": self.data},
+            "events": self.events,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """A snapshot of a conversation, as ``Engine.get`` returns it."""
+
+    conversation_id: str
+    tenant: str
+    version: str
+    turns: int
+    history: list[JSONObject]
+    state: JSONObject
+    created_at: float
+    active_at: float
+    pending: int
+
+    @classmethod
+    def from_view(cls, view: ConversationView) -> Conversation:
+        return cls(view.key.id, view.key.tenant, view.version, view.turns, view.history, view.state,
+                   view.created_at, view.active_at, view.pending)
+
+    def to_json(self) -> JSONObject:
+        return {
+            "conversation_id": self.conversation_id,
+            "version": self.version,
+            "turns": self.turns,
+            "history": self.history,
+            "state": self.state,
+            "pending": self.pending,
+        }
+
+
+@dataclass(slots=True)
+class _Running:
+    """A conversation whose lease this engine holds, and the turn it is running."""
+
+    lease: Lease
+    task: asyncio.Task[None] | None = None
+    message_id: str = ""
+    renewed_at: float = 0.0
+    #: Why the running handler is being cancelled: "interrupt", "lost" or "drain".
+    cancel_reason: str | None = None
+    in_handler: bool = False
+
+
+@dataclass(slots=True)
+class EngineStats:
+    """Counters this engine keeps (exported as metrics by the server)."""
+
+    committed: int = 0
+    failed: int = 0
+    interrupted: int = 0
+    rejected: int = 0
+    takeovers: int = 0
+    fenced: int = 0
+    handed_back: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+def _new_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Engine:
+    """One instance of the fleet: runs ``agent`` on conversations kept in ``store``.
+
+    >>> async with Engine(agent, store) as engine:
+    ...     result = await engine.send("alice123", "What's my order status?", idempotency_key="k-1")
+    ...     conversation = await engine.get("alice123")
+    """
+
+    def __init__(self, agent: Agent, store: Store, settings: EngineSettings | None = None) -> None:
+        self.agent = agent
+        self.store = store
+        self.settings = settings or EngineSettings()
+        self.instance_id = self.settings.instance_id or _new_instance_id()
+        self.limits = Limits(
+            window=agent.history_window,
+            lease_ttl=self.settings.lease_ttl,
+            conversation_ttl=self.settings.conversation_ttl,
+            idempotency_ttl=self.settings.idempotency_ttl,
+            receipt_ttl=self.settings.receipt_ttl,
+            events_max=self.settings.events_max,
+            events_ttl=self.settings.events_ttl,
+            inbox_max=self.settings.inbox_max,
+            max_attempts=self.settings.max_attempts,
+        )
+        self.stats = EngineStats()
+        self._running: dict[ConversationKey, _Running] = {}
+        self._waiters: dict[str, asyncio.Future[JSONObject]] = {}
+        self._listeners: dict[str, EventCallback] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self._in_flight = 0
+        self._accepting = False
+        self._started = False
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the sweeper and the heartbeat; until then the engine accepts nothing."""
+        if self._started:
+            return
+        self._started = True
+        self._accepting = True
+        self._loops = [
+            asyncio.create_task(self._guard(self._sweep_forever, "sweeper")),
+            asyncio.create_task(self._guard(self._heartbeat_forever, "heartbeat")),
+        ]
+
+    async def stop(self, drain_timeout: float = 25.0) -> None:
+        """Stop accepting, let running turns finish within ``drain_timeout``, hand the rest back, stop.
+
+        Messages still waiting in this engine's inboxes are handed back to the fleet (any instance's sweeper
+        picks them up); nothing accepted is lost.
+        """
+        if not self._started:
+            return
+        self._accepting = False
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._loops = []
+        drives = [r.task for r in self._running.values() if r.task is not None]
+        if drives:
+            _done, pending = await asyncio.wait(drives, timeout=drain_timeout)
+            for running in list(self._running.values()):
+                if running.task in pending:
+                    running.cancel_reason = "drain"
+                    running.task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5.0)
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self._started = False
+
+    async def __aenter__(self) -> Engine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def draining(self) -> bool:
+        return self._started and not self._accepting
+
+    @property
+    def in_flight(self) -> int:
+        """Turns running on this engine now (the autoscaling signal)."""
+        return len(self._running)
+
+    # -- public API ----------------------------------------------------------------------------------------
+
+    def conversation_key(self, conversation_id: str, tenant: str = DEFAULT_TENANT) -> ConversationKey:
+        return ConversationKey(check_tenant(tenant), check_conversation_id(conversation_id))
+
+    async def send(
+        self,
+        conversation_id: str,
+        text: str,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        metadata: JSONObject | None = None,
+        idempotency_key: str | None = None,
+        double_texting: DoubleTexting | None = None,
+        timeout: float | None = 300.0,
+        on_event: EventCallback | None = None,
+    ) -> TurnResult:
+        """Send one message and wait for its reply.
+
+        ``on_event`` is called with each token the handler emits (when the turn runs on this instance).
+        Raises a ``StatefleetClientError`` for bad input (nothing accepted), ``ConversationBusy`` under
+        policy ``reject``, ``TurnInterrupted`` when a newer message cancelled this one, ``TurnFailed`` when
+        the handler raised, ``TurnTimeout`` when ``timeout`` passed (the message is still processed).
+        """
+        key = self.conversation_key(conversation_id, tenant)
+        policy = double_texting or self.agent.double_texting
+        if policy not in ("enqueue", "reject", "interrupt"):
+            raise errors.InvalidMessage(f"double_texting {policy!r} must be enqueue, reject or interrupt")
+        text, metadata, idempotency_key, fingerprint = check_message(
+            text, metadata, idempotency_key, max_bytes=self.agent.max_message_bytes
+        )
+        if not self._accepting:
+            raise errors.Overloaded(
+                "this instance is draining" if self._started else "engine not started; use `async with Engine(...)`"
+            )
+        if self._in_flight >= self.settings.max_in_flight:
+            raise errors.Overloaded(f"this instance is at its limit of {self.settings.max_in_flight} turns in flight")
+        message = InboundMessage(uuid.uuid4().hex, text, metadata, idempotency_key, time.time(), fingerprint)
+        self._in_flight += 1
+        waiter: asyncio.Future[JSONObject] = asyncio.get_running_loop().create_future()
+        self._waiters[message.id] = waiter
+        if on_event is not None:
+            self._listeners[message.id] = on_event
+        try:
+            acceptance = await self.store.accept(
+                key, message, version=self.agent.version, owner=self.instance_id, policy=policy,
+                limits=self.limits,
+            )
+            kind = acceptance.kind
+            if kind is AcceptKind.LEASED:
+                assert acceptance.work is not None
+                self._start_drive(acceptance.work)
+                result = await self._wait(key, message.id, waiter, timeout, poll_store=False)
+            elif kind is AcceptKind.QUEUED:
+                if policy == "interrupt":
+                    self._interrupt_local(key)
+                local = acceptance.owner == self.instance_id and key in self._running
+                result = await self._wait(key, message.id, waiter, timeout, poll_store=not local)
+            elif kind is AcceptKind.DUPLICATE:
+                return await self._duplicate(key, message, acceptance.receipt, timeout, policy)
+            elif kind is AcceptKind.REJECTED:
+                self.stats.rejected += 1
+                if policy == "reject":
+                    raise errors.ConversationBusy(
+                        f"conversation {conversation_id!r} is running a turn; double texting policy is reject"
+                    )
+                raise errors.Overloaded(
+                    f"conversation {conversation_id!r} has {self.limits.inbox_max} messages waiting"
+                )
+            else:
+                raise errors.WrongVersion(
+                    f"conversation {conversation_id!r} is pinned to version {acceptance.version!r}; "
+                    f"this instance serves {self.agent.version!r}"
+                )
+            return self._to_result(key, message.id, result, duplicate=False)
+        finally:
+            self._in_flight -= 1
+            self._waiters.pop(message.id, None)
+            self._listeners.pop(message.id, None)
+
+    async def stream(
+        self,
+        conversation_id: str,
+        text: str,
+        **kwargs: Any,
+    ) -> AsyncIterator[JSONObject]:
+        """Send one message and yield its events as they happen: ``token`` events, then one ``reply``.
+
+        Errors are raised from the iterator, after any tokens already streamed.
+        """
+        queue: asyncio.Queue[JSONObject | None] = asyncio.Queue()
+        task = asyncio.create_task(self.send(conversation_id, text, on_event=queue.put_nowait, **kwargs))
+        task.add_done_callback(lambda _t: queue.put_nowait(None))
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+            result = task.result()
+            yield {"type": "reply", **result.to_json()}
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+
+    async def get(self, conversation_id: str, tenant: str = DEFAULT_TENANT) -> Conversation | None:
+        """A snapshot of the conversation (version, turns, history window, state), or None."""
+        view = await self.store.load(self.conversation_key(conversation_id, tenant))
+        return None if view is None else Conversation.from_view(view)
+
+    async def delete(self, conversation_id: str, tenant: str = DEFAULT_TENANT) -> bool:
+        """Remove everything of the conversation; True if it existed."""
+        return await self.store.delete(self.conversation_key(conversation_id, tenant))
+
+    # -- waiting for results -------------------------------------------------------------------------------
+
+    async def _wait(
+        self,
+        key: ConversationKey,
+        message_id: str,
+        waiter: asyncio.Future[JSONObject],
+        timeout: float | None,
+        *,
+        poll_store: bool,
+    ) -> JSONObject:
+        """The result of ``message_id``: from this engine's own commit, or from its receipt in the store.
+
+        A local waiter still checks the store now and then: the turn may have moved to another instance.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.002 if poll_store else 0.5
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise errors.TurnTimeout(
+                    f"no reply to message {message_id!r} within {timeout} s; it stays accepted and will be "
+                    "processed — retry with the same Idempotency-Key to get its result"
+                )
+            step = delay if remaining is None else min(delay, remaining)
+            done, _ = await asyncio.wait([waiter], timeout=step)
+            if done:
+                return waiter.result()
+            receipt = await self.store.receipt(key, message_id=message_id)
+            if receipt is not None and receipt.status != "pending" and receipt.result is not None:
+                return receipt.result
+            delay = min(delay * 1.5, 0.05 if poll_store else 0.5)
+
+    async def _duplicate(
+        self,
+        key: ConversationKey,
+        message: InboundMessage,
+        receipt: Receipt | None,
+        timeout: float | None,
+        policy: DoubleTexting,
+    ) -> TurnResult:
+        """A retry of an idempotency key: the original's result, once it exists; never a second turn."""
+        assert receipt is not None and message.idempotency_key is not None
+        if receipt.fingerprint and receipt.fingerprint != message.fingerprint:
+            raise errors.IdempotencyKeyReused(
+                f"Idempotency-Key {message.idempotency_key!r} was used for a different message"
+            )
+        original = receipt.message_id
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.002
+        while receipt is None or receipt.status == "pending":
+            local = self._waiters.get(original)
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise errors.TurnTimeout(f"no reply to message {original!r} within {timeout} s")
+            if local is not None:
+                step = 0.5 if remaining is None else min(0.5, remaining)
+                done, _ = await asyncio.wait([local], timeout=step)
+                if done:
+                    return self._to_result(key, original, local.result(), duplicate=True)
+            else:
+                await asyncio.sleep(delay if remaining is None else min(delay, remaining))
+                delay = min(delay * 1.5, 0.05)
+            # Asking to accept the same key again reads its receipt and changes nothing.
+            again = await self.store.accept(
+                key, message, version=self.agent.version, owner=self.instance_id, policy=policy,
+                limits=self.limits,
+            )
+            if again.kind is not AcceptKind.DUPLICATE:  # the record expired meanwhile: it was a new message
+                assert again.kind is AcceptKind.LEASED or again.kind is AcceptKind.QUEUED
+                if again.work is not None:
+                    self._start_drive(again.work)
+                receipt = None
+                original = again.message_id
+                waiter = asyncio.get_running_loop().create_future()
+                self._waiters[original] = waiter
+                try:
+                    return self._to_result(
+                        key, original, await self._wait(key, original, waiter, timeout, poll_store=True), False
+                    )
+                finally:
+                    self._waiters.pop(original, None)
+            receipt = again.receipt
+        assert receipt.result is not None
+        return self._to_result(key, original, receipt.result, duplicate=True)
+
+    def _to_result(self, key: ConversationKey, message_id: str, result: JSONObject, duplicate: bool) -> TurnResult:
+        error = result.get("error")
+        if error is not None:
+            cls = _ERRORS.get(error.get("code", ""), errors.TurnFailed)
+            raise cls(error.get("message", "the turn failed"))
+        reply = result["reply"]
+        return TurnResult(key.id, message_id, result["turn"], result["version"], reply["text"], reply.get("data"),
+                          result.get("events", 1), duplicate)
+
+    # -- running turns -------------------------------------------------------------------------------------
+
+    def _start_drive(self, work: WorkItem) -> None:
+        key = work.lease.key
+        running = _Running(work.lease)
+        self._running[key] = running
+        running.task = asyncio.create_task(self._drive(running, work))
+        self._background.add(running.task)
+        running.task.add_done_callback(self._background.discard)
+
+    async def _drive(self, running: _Running, first: WorkItem) -> None:
+        """Run turns under one lease until the inbox is empty, the lease is lost, or the engine drains."""
+        key = first.lease.key
+        work: WorkItem | None = first
+        try:
+            while work is not None:
+                commit = await self._run_turn(running, work)
+                if commit is None:  # lease lost or draining: nothing to write
+                    return
+                try:
+                    outcome = await asyncio.shield(self.store.commit(work.lease, commit, limits=self.limits))
+                except asyncio.CancelledError:
+                    if running.cancel_reason != "drain":
+                        raise
+                    return
+                if outcome.fenced:
+                    self.stats.fenced += 1
+                    log.warning(
+                        "fenced: commit of message %r in conversation %r refused; lease token %d is stale",
+                        work.message.id, str(key), work.lease.token,
+                    )
+                    self._fail_waiter(work.message.id, errors.LeaseLost(
+                        f"this instance lost the lease of conversation {key.id!r}; the message is committed "
+                        "by the new owner — retry with the same Idempotency-Key to get its result"))
+                    return
+                self._count(commit.outcome)
+                self._resolve(work.message.id, commit.result)
+                work = outcome.next
+                if work is not None and not self._accepting:
+                    # Draining: hand the queued messages back to the fleet instead of running them here.
+                    await self.store.release(work.lease)
+                    self.stats.handed_back += 1
+                    return
+        except Exception:
+            log.exception("turn loop of conversation %r crashed; its lease will be taken over", str(key))
+        finally:
+            if self._running.get(key) is running:
+                del self._running[key]
+
+    async def _run_turn(self, running: _Running, work: WorkItem) -> TurnCommit | None:
+        key = work.lease.key
+        message = work.message
+        running.message_id = message.id
+        running.renewed_at = time.monotonic()
+        running.cancel_reason = None
+        publisher = _EventPublisher(self, key, self._listeners.get(message.id))
+        turn = Turn(
+            conversation_id=key.id,
+            tenant=key.tenant,
+            message_id=message.id,
+            text=message.text,
+            metadata=message.metadata,
+            history=work.history,
+            state=work.state,
+            version=work.version,
+            turn=work.turns + 1,
+            attempt=work.attempt,
+            idempotency_key=message.idempotency_key or f"{key.tenant}/{key.id}/{message.id}",
+            emit_hook=publisher.publish,
+        )
+        running.in_handler = True
+        try:
+            await self.agent.run_handler(turn)
+        except asyncio.CancelledError:
+            running.in_handler = False
+            reason = running.cancel_reason
+            turn.seal()
+            if reason == "interrupt":
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+                await publisher.drain()
+                return self._cancelled(message.id)
+            if reason in ("lost", "drain"):
+                if reason == "drain":
+                    await self.store.release(work.lease)
+                    self.stats.handed_back += 1
+                else:
+                    self.stats.fenced += 1
+                self._fail_waiter(message.id, errors.LeaseLost(
+                    f"turn of conversation {key.id!r} was handed to another instance; retry with the same "
+                    "Idempotency-Key to get its result"))
+                return None
+            raise
+        except Exception as exc:
+            running.in_handler = False
+            turn.seal()
+            log.exception("handler of agent %r failed on message %r of conversation %r",
+                          self.agent.name, message.id, str(key))
+            await publisher.drain()
+            return self._failed(message.id, errors.TurnFailed(f"the agent's handler raised {exc!r}"))
+        running.in_handler = False
+        turn.seal()
+        await publisher.drain()
+        return self._committed(work, turn, publisher.count)
+
+    def _committed(self, work: WorkItem, turn: Turn, emitted: int) -> TurnCommit:
+        reply = turn.final_reply()
+        number = work.turns + 1
+        try:
+            if not isinstance(turn.state, dict):
+                raise TypeError(f"turn.state must stay a dict, not {type(turn.state).__name__}")
+            state_json = json.dumps(turn.state, separators=(",", ":"), allow_nan=False)
+            data_json = json.dumps(reply.data, allow_nan=False) if reply.data is not None else None
+        except (TypeError, ValueError) as exc:
+            return self._failed(work.message.id, errors.StateNotSerializable(
+                f"turn.state or reply data of message {work.message.id!r} is not JSON-serializable: {exc}"))
+        if len(state_json) > self.agent.max_state_bytes:
+            return self._failed(work.message.id, errors.TurnFailed(
+                f"state is {len(state_json)} bytes; agent {self.agent.name!r} allows {self.agent.max_state_bytes}"))
+        del data_json
+        now = time.time()
+        utterances: list[JSONObject] = [
+            {"role": "user", "text": work.message.text, "ts": work.message.accepted_at, "turn": number}
+        ]
+        if reply.text or reply.data is not None:
+            utterances.append({"role": "agent", "text": reply.text, "ts": now, "turn": number})
+        reply_json = {"text": reply.text, "data": reply.data}
+        result = {"turn": number, "version": work.version, "reply": reply_json, "events": emitted + 1}
+        return TurnCommit(
+            message_id=work.message.id,
+            outcome="committed",
+            utterances=utterances,
+            state_json=state_json,
+            result=result,
+            events=[{"type": "reply", "message_id": work.message.id, "turn": number, **reply_json}],
+        )
+
+    def _failed(self, message_id: str, error: errors.StatefleetError) -> TurnCommit:
+        body = {"code": error.code, "message": str(error)}
+        return TurnCommit(message_id, "failed", [], None, {"error": body},
+                          [{"type": "error", "message_id": message_id, **body}])
+
+    def _cancelled(self, message_id: str) -> TurnCommit:
+        body = {"code": errors.TurnInterrupted.code,
+                "message": f"message {message_id!r} was interrupted by a newer message"}
+        return TurnCommit(message_id, "cancelled", [], None, {"error": body},
+                          [{"type": "cancelled", "message_id": message_id, **body}])
+
+    def _count(self, outcome: str) -> None:
+        if outcome == "committed":
+            self.stats.committed += 1
+        elif outcome == "failed":
+            self.stats.failed += 1
+        else:
+            self.stats.interrupted += 1
+
+    def _resolve(self, message_id: str, result: JSONObject) -> None:
+        waiter = self._waiters.get(message_id)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(result)
+
+    def _fail_waiter(self, message_id: str, error: BaseException) -> None:
+        waiter = self._waiters.get(message_id)
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+
+    def _interrupt_local(self, key: ConversationKey) -> None:
+        running = self._running.get(key)
+        if running is not None and running.in_handler and running.task is not None:
+            running.cancel_reason = "interrupt"
+            running.task.cancel()
+
+    # -- background loops ----------------------------------------------------------------------------------
+
+    async def _guard(self, loop_fn: Callable[[], Any], name: str) -> None:
+        """Keep an eternal loop alive: log a crash and start it again."""
+        while True:
+            try:
+                await loop_fn()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s loop crashed; restarting in 1 s", name)
+                await asyncio.sleep(1.0)
+
+    async def _heartbeat_forever(self) -> None:
+        interval = self.settings.heartbeat
+        while True:
+            await asyncio.sleep(min(interval / 2, 0.25))
+            now = time.monotonic()
+            due = [r for r in self._running.values() if now - r.renewed_at >= interval]
+            for running in due:
+                await self._renew(running)
+
+    async def _renew(self, running: _Running) -> None:
+        try:
+            outcome = await self.store.renew(running.lease, limits=self.limits)
+        except Exception:
+            log.warning("could not renew lease of %r; will retry", str(running.lease.key), exc_info=True)
+            return
+        running.renewed_at = time.monotonic()
+        if not outcome.kept:
+            log.warning("lost the lease of conversation %r (token %d); stopping its turn",
+                        str(running.lease.key), running.lease.token)
+            if running.task is not None and running.in_handler:
+                running.cancel_reason = "lost"
+                running.task.cancel()
+        elif outcome.interrupt and running.in_handler and running.task is not None:
+            running.cancel_reason = "interrupt"
+            running.task.cancel()
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval)
+            await self.reclaim_expired_leases()
+
+    async def reclaim_expired_leases(self, limit: int = 100) -> int:
+        """Take over conversations whose owner stopped renewing, and run their pending messages."""
+        taken = 0
+        for key in await self.store.expired_leases(limit):
+            if key in self._running or not self._accepting:
+                continue
+            work = await self.store.reclaim(key, owner=self.instance_id, limits=self.limits)
+            if work is None:
+                continue
+            taken += 1
+            self.stats.takeovers += 1
+            log.warning("took over conversation %r (token %d, attempt %d of message %r)",
+                        str(key), work.lease.token, work.attempt, work.message.id)
+            self._start_drive(work)
+        return taken
+
+
+class _EventPublisher:
+    """Streams one turn's tokens to its local caller at once, and to the store's event log in batches."""
+
+    __slots__ = ("_buffer", "_engine", "_flushing", "_key", "_listener", "count")
+
+    def __init__(self, engine: Engine, key: ConversationKey, listener: EventCallback | None) -> None:
+        self._engine = engine
+        self._key = key
+        self._listener = listener
+        self._buffer: list[JSONObject] = []
+        self._flushing: asyncio.Task[None] | None = None
+        self.count = 0
+
+    def publish(self, event: JSONObject) -> None:
+        self.count += 1
+        if self._listener is not None:
+            self._listener(event)
+        if self._engine.settings.publish_tokens:
+            self._buffer.append(event)
+            if self._flushing is None or self._flushing.done():
+                self._flushing = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        while self._buffer:
+            batch, self._buffer = self._buffer, []
+            try:
+                await self._engine.store.append_events(self._key, batch, limits=self._engine.limits)
+            except Exception:
+                log.warning("could not publish %d events of %r", len(batch), str(self._key), exc_info=True)
+
+    async def drain(self) -> None:
+        """Wait until every emitted token is in the store (so the reply event comes after them)."""
+        if self._flushing is not None:
+            await asyncio.shield(self._flushing)
+
+
+def with_settings(settings: EngineSettings, **changes: Any) -> EngineSettings:
+    """A copy of ``settings`` with ``changes`` applied (validated)."""
+    return replace(settings, **changes)
