@@ -1,7 +1,7 @@
 """State stores: ``open_store(url)`` picks the backend by URL scheme.
 
 - ``memory://`` — one process, nothing persisted.
-- ``sqlite:///path/to/state.db`` — the embedded default; several processes on one machine share the file.
+- ``sqlite:///relative/state.db`` or ``sqlite:////absolute/state.db`` — the embedded default; several processes on one machine share the file.
 - ``redis://[:password@]host:port/db`` and ``rediss://`` — production.
 """
 
@@ -59,7 +59,7 @@ def redact_url(url: str) -> str:
 async def open_store(url: str) -> Store:
     """Open the store at ``url`` and check that it answers.
 
-    >>> store = await open_store("sqlite:///var/lib/statefleet/state.db")
+    >>> store = await open_store("sqlite:///.statefleet/state.db")  # relative; sqlite:////abs/path.db
     """
     if not isinstance(url, str) or "://" not in url:
         raise InvalidStoreUrl(

@@ -1,0 +1,44 @@
+"""Run the benchmarks: ``python -m benchmarks [engine|http|all] [--quick]``; results go to benchmarks/results/."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).with_name("results")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    parser.add_argument("which", nargs="?", default="all", choices=["engine", "http", "all"])
+    parser.add_argument("--quick", action="store_true", help="short runs (smoke check, not for figures)")
+    args = parser.parse_args()
+    RESULTS.mkdir(exist_ok=True)
+    meta = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "python": platform.python_version(),
+            "machine": platform.machine(), "cpus": __import__("os").cpu_count()}
+    if args.which in ("engine", "all"):
+        from . import engine
+
+        result = asyncio.run(engine.run(seconds=1.0 if args.quick else 3.0, rounds=1 if args.quick else 3,
+                                        big=20_000 if args.quick else 1_000_000))
+        report("engine", {**meta, **result})
+    if args.which in ("http", "all"):
+        from . import http
+
+        report("http", {**meta, **http.run(quick=args.quick)})
+
+
+def report(name: str, result: dict[str, object]) -> None:
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"== {name} ({path})")
+    for key, value in result.items():
+        print(f"  {key:40} {value}")
+
+
+if __name__ == "__main__":
+    main()
