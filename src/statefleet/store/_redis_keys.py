@@ -1,0 +1,83 @@
+"""Every Redis key the Redis store writes, named once.
+
+All keys of one conversation share the hash tag ``{tenant:id}`` (a tenant never contains ``:``), so each
+script that changes a conversation touches one slot:
+
+- ``sf:{tenant:id}:m`` — meta hash (version, turns, times, lease, fence, attempts; fields in
+  ``lua/_prelude.lua``)
+- ``sf:{tenant:id}:h`` — history window, a list of JSON utterances
+- ``sf:{tenant:id}:s`` — the agent's state, JSON
+- ``sf:{tenant:id}:i`` — inbox, a list of accepted messages not yet committed
+- ``sf:{tenant:id}:e`` — event log, a capped stream with its own TTL
+- ``sf:{tenant:id}:r:<created>:<name>`` — receipts, ``name`` being ``k:<idempotency key>`` or
+  ``m:<message id>``; ``created`` names the conversation's incarnation, so a deleted or expired
+  conversation's receipts are never seen again and simply expire
+
+Fleet-wide, outside any conversation's slot: ``sf:leases:<shard>``, sorted sets of lease-expiry hints
+(member ``tenant:id``, score the expiry in ms), sharded so no single key is hot.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import NamedTuple
+
+from .base import ConversationKey
+
+#: First segment of every key statefleet writes.
+PREFIX = "sf"
+#: Shards of the lease-expiry hint index.
+HINT_SHARDS = 16
+
+META = "m"
+HISTORY = "h"
+STATE = "s"
+INBOX = "i"
+EVENTS = "e"
+RECEIPTS = "r:"
+
+
+def hint_key(shard: int) -> str:
+    """The lease-expiry hint sorted set of ``shard``."""
+    return f"{PREFIX}:leases:{shard}"
+
+
+#: All hint shards, in order.
+HINT_KEYS: tuple[str, ...] = tuple(hint_key(shard) for shard in range(HINT_SHARDS))
+
+
+class ConversationKeys(NamedTuple):
+    """The keys (and hint member) of one conversation."""
+
+    meta: str
+    history: str
+    state: str
+    inbox: str
+    events: str
+    #: Prefix of the receipt keys; scripts append ``<created>:<name>``.
+    receipts: str
+    #: The hint shard this conversation's lease expiry is indexed in.
+    hints: str
+    #: Its member in that shard: ``tenant:id``.
+    member: str
+
+
+def conversation_keys(key: ConversationKey) -> ConversationKeys:
+    member = f"{key.tenant}:{key.id}"
+    tag = f"{PREFIX}:{{{member}}}:"
+    return ConversationKeys(
+        meta=tag + META,
+        history=tag + HISTORY,
+        state=tag + STATE,
+        inbox=tag + INBOX,
+        events=tag + EVENTS,
+        receipts=tag + RECEIPTS,
+        hints=HINT_KEYS[zlib.crc32(member.encode()) % HINT_SHARDS],
+        member=member,
+    )
+
+
+def conversation_of(member: str) -> ConversationKey:
+    """The conversation a hint member names."""
+    tenant, _, id_ = member.partition(":")
+    return ConversationKey(tenant, id_)

@@ -1,0 +1,369 @@
+"""``redis://`` and ``rediss://``: the production store, on Redis 7+ (standalone or Sentinel).
+
+Each change to a conversation is one Lua script (``store/lua/``) over keys that share the conversation's
+hash tag (``_redis_keys``), so it is atomic, and an uncontended turn is two round trips: ``accept`` then
+``commit``. Lease expiry uses the Redis server's clock, so instance clocks never matter.
+
+Commands are not retried automatically: a write retried after a lost reply could accept a message twice.
+A failure surfaces as ``StoreUnavailable`` and the turn protocol above decides.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from importlib import resources
+from typing import Any, NamedTuple, cast
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from ..errors import InvalidStoreUrl, StoreUnavailable
+from . import redact_url
+from ._records import receipt_name_for_key, receipt_name_for_message
+from ._redis_keys import HINT_KEYS, HINT_SHARDS, conversation_keys, conversation_of
+from .base import (
+    Acceptance,
+    AcceptKind,
+    CommitOutcome,
+    ConversationKey,
+    ConversationView,
+    Event,
+    InboundMessage,
+    JSONObject,
+    Lease,
+    Limits,
+    Policy,
+    Receipt,
+    RenewOutcome,
+    StoreStats,
+    TurnCommit,
+    WorkItem,
+)
+
+#: Seconds to wait for a connection, and for a reply, unless the URL sets
+#: ``?socket_connect_timeout=`` / ``?socket_timeout=``.
+CONNECT_TIMEOUT = 2.0
+REPLY_TIMEOUT = 5.0
+
+_SCRIPTS = (
+    "accept", "commit", "renew", "release", "reclaim", "load", "receipt", "delete", "append_events", "expired",
+)
+#: Errors that mean "the store cannot serve now", as opposed to a bug.
+_DOWN = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ReadOnlyError,
+    redis_errors.MasterDownError,
+    OSError,
+)
+_EVENT_ID = re.compile(r"\d+(-\d+)?")
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+@functools.cache
+def _script_source(name: str) -> str:
+    lua = resources.files("statefleet.store.lua")
+    return lua.joinpath("_prelude.lua").read_text("utf-8") + "\n" + lua.joinpath(f"{name}.lua").read_text("utf-8")
+
+
+def _client_options() -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_timeout": REPLY_TIMEOUT,
+        # No blind retries: a write retried after a lost reply could run twice.
+        "retry": Retry(NoBackoff(), 0),
+    }
+    try:
+        from redis.maint_notifications import MaintNotificationsConfig
+    except ImportError:  # redis-py before 7 has no maintenance notifications
+        pass
+    else:
+        # Their "auto" default makes the pool skip its check for connections the server closed while idle,
+        # so the next command would fail instead of reconnecting first. They need RESP3; we speak RESP2.
+        options["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
+    return options
+
+
+class _LimitArgs(NamedTuple):
+    """``Limits`` as script arguments (integers as text, durations in ms)."""
+
+    window: str
+    lease: str
+    conversation: str
+    idempotency: str
+    receipt: str
+    events_max: str
+    events: str
+    inbox_max: str
+    max_attempts: str
+
+
+def _ms(seconds: float) -> str:
+    return str(max(1, round(seconds * 1000)))
+
+
+@functools.lru_cache(maxsize=64)
+def _limit_args(limits: Limits) -> _LimitArgs:
+    return _LimitArgs(
+        window=str(limits.window),
+        lease=_ms(limits.lease_ttl),
+        conversation=_ms(limits.conversation_ttl),
+        idempotency=_ms(limits.idempotency_ttl),
+        receipt=_ms(limits.receipt_ttl),
+        events_max=str(limits.events_max),
+        events=_ms(limits.events_ttl),
+        inbox_max=str(limits.inbox_max),
+        max_attempts=str(limits.max_attempts),
+    )
+
+
+def _inbox_entry(message: InboundMessage) -> tuple[str, str]:
+    """The message as an inbox entry (layout in ``lua/_prelude.lua``), and its idempotency receipt name."""
+    key = message.idempotency_key
+    kname = "" if key is None else receipt_name_for_key(key)
+    receipt = "[" + _dumps(message.id) + "," + _dumps(message.fingerprint) + ","
+    body = _dumps(
+        [message.id, message.text, message.metadata, key, message.accepted_at, message.fingerprint]
+    )
+    head = f"{len(message.id.encode())}:{len(kname.encode())}:{len(receipt)}:"
+    return head + message.id + kname + receipt + body, kname
+
+
+def _message(body: str) -> InboundMessage:
+    return InboundMessage(*json.loads(body))
+
+
+def _receipt(text: str) -> Receipt:
+    message_id, fingerprint, status, result = json.loads(text)
+    return Receipt(message_id, status, result, fingerprint)
+
+
+def _history(utterances: list[str]) -> list[JSONObject]:
+    return cast(list[JSONObject], json.loads("[" + ",".join(utterances) + "]"))
+
+
+def _work(key: ConversationKey, owner: str, reply: list[Any], message: InboundMessage | None = None) -> WorkItem:
+    """Decode ``{tag, token, attempt, turns, version, state, head body, history...}``."""
+    return WorkItem(
+        lease=Lease(key, owner, int(reply[1])),
+        message=_message(reply[6]) if reply[6] is not None else cast(InboundMessage, message),
+        version=reply[4],
+        turns=int(reply[3]),
+        history=_history(reply[7:]),
+        state={} if reply[5] is None else json.loads(reply[5]),
+        attempt=int(reply[2]),
+    )
+
+
+class RedisStore:
+    """The ``Store`` on Redis. Open it with ``await RedisStore.open("redis://:password@host:6379/0")``."""
+
+    def __init__(self, client: Redis, url: str) -> None:
+        self._client = client
+        self._url = redact_url(url)
+        self._scripts = {name: client.register_script(_script_source(name)) for name in _SCRIPTS}
+        self._next_shard = 0
+        #: Round trips and script calls made, for metrics.
+        self.stats = StoreStats()
+
+    @classmethod
+    async def open(cls, url: str) -> RedisStore:
+        """Connect to the Redis at ``url``, check that it answers, and load the scripts."""
+        safe = redact_url(url)
+        try:
+            client = Redis.from_url(url, **_client_options())
+        except ValueError as exc:
+            raise InvalidStoreUrl(f"store URL {safe!r} is not a valid Redis URL: {exc}") from exc
+        store = cls(client, url)
+        try:
+            await client.ping()
+            async with client.pipeline(transaction=False) as pipe:
+                for script in store._scripts.values():
+                    pipe.script_load(script.script)
+                await pipe.execute()
+        except (*_DOWN, redis_errors.RedisError) as exc:
+            await client.aclose()
+            raise StoreUnavailable(
+                f"cannot reach the Redis store at {safe}: {exc}; check the URL, the password and that "
+                "Redis 7+ is running"
+            ) from exc
+        return store
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self._url!r})"
+
+    async def _eval(self, name: str, keys: list[str], args: list[str]) -> Any:
+        stats = self.stats
+        stats.round_trips += 1
+        stats.ops[name] = stats.ops.get(name, 0) + 1
+        try:
+            return await self._scripts[name](keys, args)
+        except _DOWN as exc:
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        return StoreUnavailable(f"the Redis store at {self._url} did not answer: {exc}")
+
+    # -- Store ---------------------------------------------------------------------------------------------
+
+    async def accept(
+        self,
+        key: ConversationKey,
+        message: InboundMessage,
+        *,
+        version: str,
+        owner: str,
+        policy: Policy,
+        limits: Limits,
+    ) -> Acceptance:
+        k = conversation_keys(key)
+        lim = _limit_args(limits)
+        entry, kname = _inbox_entry(message)
+        reply = await self._eval(
+            "accept",
+            [k.meta, k.history, k.state, k.inbox, k.hints],
+            [
+                message.id, entry, kname, _dumps([message.id, "", "pending", None]), version, owner, policy,
+                lim.lease, lim.conversation, lim.idempotency, lim.receipt, lim.inbox_max, k.receipts, k.member,
+            ],
+        )
+        tag = reply[0]
+        if tag == "L":
+            return Acceptance(AcceptKind.LEASED, message.id, work=_work(key, owner, reply, message), owner=owner)
+        if tag == "Q":
+            return Acceptance(AcceptKind.QUEUED, message.id, owner=reply[1])
+        if tag == "D":
+            receipt = _receipt(reply[1])
+            return Acceptance(AcceptKind.DUPLICATE, receipt.message_id, receipt=receipt)
+        if tag == "R":
+            return Acceptance(AcceptKind.REJECTED, message.id, owner=reply[1])
+        return Acceptance(AcceptKind.WRONG_VERSION, message.id, version=reply[1])
+
+    async def commit(self, lease: Lease, commit: TurnCommit, *, limits: Limits) -> CommitOutcome:
+        k = conversation_keys(lease.key)
+        lim = _limit_args(limits)
+        committed = commit.outcome == "committed"
+        utterances = [_dumps(u) for u in commit.utterances] if committed else []
+        state = commit.state_json if committed and commit.state_json is not None else ""
+        reply = await self._eval(
+            "commit",
+            [k.meta, k.history, k.state, k.inbox, k.events, k.hints],
+            [
+                lease.owner, str(lease.token), commit.message_id, commit.outcome, state, _dumps(commit.result),
+                lim.window, lim.lease, lim.conversation, lim.idempotency, lim.receipt, lim.events_max,
+                k.receipts, lim.events, k.member, str(len(utterances)),
+                *utterances, *[_dumps(e) for e in commit.events],
+            ],
+        )
+        tag = reply[0]
+        if tag == "C":
+            return CommitOutcome(False, None, int(reply[1]))
+        if tag == "N":
+            work = _work(lease.key, lease.owner, reply)
+            return CommitOutcome(False, work, work.turns)
+        return CommitOutcome(fenced=True)
+
+    async def renew(self, lease: Lease, *, limits: Limits) -> RenewOutcome:
+        k = conversation_keys(lease.key)
+        lim = _limit_args(limits)
+        kept, interrupt = await self._eval(
+            "renew",
+            [k.meta, k.history, k.state, k.inbox, k.hints],
+            [lease.owner, str(lease.token), lim.lease, lim.conversation, k.member],
+        )
+        return RenewOutcome(kept=bool(kept), interrupt=bool(interrupt))
+
+    async def release(self, lease: Lease) -> None:
+        k = conversation_keys(lease.key)
+        await self._eval("release", [k.meta, k.inbox, k.hints], [lease.owner, str(lease.token), k.member])
+
+    async def reclaim(self, key: ConversationKey, *, owner: str, limits: Limits) -> WorkItem | None:
+        k = conversation_keys(key)
+        lim = _limit_args(limits)
+        reply = await self._eval(
+            "reclaim",
+            [k.meta, k.history, k.state, k.inbox, k.events, k.hints],
+            [
+                owner, lim.lease, lim.conversation, lim.idempotency, lim.receipt, lim.max_attempts,
+                lim.events_max, lim.events, k.receipts, k.member,
+            ],
+        )
+        return _work(key, owner, reply) if reply[0] == "L" else None
+
+    async def expired_leases(self, limit: int) -> list[ConversationKey]:
+        if limit <= 0:
+            return []
+        # Start at a different shard each time so that a shard full of stubborn hints starves no other.
+        start = self._next_shard
+        self._next_shard = (start + 1) % HINT_SHARDS
+        members = await self._eval("expired", [*HINT_KEYS[start:], *HINT_KEYS[:start]], [str(limit)])
+        return [conversation_of(member) for member in members]
+
+    async def receipt(self, key: ConversationKey, *, message_id: str) -> Receipt | None:
+        k = conversation_keys(key)
+        text = await self._eval("receipt", [k.meta], [k.receipts, receipt_name_for_message(message_id)])
+        return None if text is None else _receipt(text)
+
+    async def load(self, key: ConversationKey) -> ConversationView | None:
+        k = conversation_keys(key)
+        reply = await self._eval("load", [k.meta, k.history, k.state, k.inbox], [])
+        if reply is None:
+            return None
+        return ConversationView(
+            key=key,
+            version=reply[0],
+            turns=int(reply[1]),
+            history=_history(reply[7:]),
+            state={} if reply[5] is None else json.loads(reply[5]),
+            created_at=int(reply[2]) / 1e6,
+            active_at=int(reply[3]) / 1e6,
+            pending=int(reply[6]),
+            lease_owner=reply[4],
+        )
+
+    async def delete(self, key: ConversationKey) -> bool:
+        k = conversation_keys(key)
+        existed = await self._eval("delete", [k.meta, k.history, k.state, k.inbox, k.events, k.hints], [k.member])
+        return bool(existed)
+
+    async def append_events(self, key: ConversationKey, events: list[JSONObject], *, limits: Limits) -> None:
+        if not events:
+            return
+        lim = _limit_args(limits)
+        await self._eval(
+            "append_events",
+            [conversation_keys(key).events],
+            [lim.events_max, lim.events, *[_dumps(e) for e in events]],
+        )
+
+    async def read_events(self, key: ConversationKey, *, after: str | None, limit: int) -> list[Event]:
+        if after is not None and not _EVENT_ID.fullmatch(after):
+            raise ValueError(f"event id {after!r} is not a Redis stream id such as '1718000000000-0'")
+        if limit <= 0:
+            return []
+        self.stats.round_trips += 1
+        try:
+            entries = await self._client.xrange(
+                conversation_keys(key).events, min="-" if after is None else "(" + after, count=limit
+            )
+        except _DOWN as exc:
+            raise self._unavailable(exc) from exc
+        events = []
+        for event_id, fields in cast(list[tuple[str, dict[str, str]]], entries):
+            data = json.loads(fields["d"])
+            events.append(Event(event_id, str(data.pop("type")), data))
+        return events
+
+    async def ping(self) -> None:
+        try:
+            await self._client.ping()
+        except (*_DOWN, redis_errors.RedisError) as exc:
+            raise self._unavailable(exc) from exc
+
+    async def close(self) -> None:
+        await self._client.aclose()
