@@ -179,6 +179,15 @@ class EngineStats:
     extra: dict[str, int] = field(default_factory=dict)
 
 
+_ACCEPTED = frozenset((AcceptKind.LEASED, AcceptKind.QUEUED, AcceptKind.DUPLICATE))
+
+
+def _observe(task: asyncio.Task[Any]) -> None:
+    """Mark a background task's failure as seen; whoever awaits the task still gets it."""
+    if not task.cancelled():
+        task.exception()
+
+
 def _new_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
@@ -289,10 +298,13 @@ class Engine:
         double_texting: DoubleTexting | None = None,
         timeout: float | None = 300.0,
         on_event: EventCallback | None = None,
+        on_accepted: Callable[[str], None] | None = None,
     ) -> TurnResult:
         """Send one message and wait for its reply.
 
         ``on_event`` is called with each token the handler emits (when the turn runs on this instance).
+        ``on_accepted`` is called with the message id once the store has accepted the message (for a retried
+        Idempotency-Key: the original message's id); see ``submit``.
         Raises a ``StatefleetClientError`` for bad input (nothing accepted), ``ConversationBusy`` under
         policy ``reject``, ``TurnInterrupted`` when a newer message cancelled this one, ``TurnFailed`` when
         the handler raised, ``TurnTimeout`` when ``timeout`` passed (the message is still processed).
@@ -322,6 +334,8 @@ class Engine:
                 limits=self.limits,
             )
             kind = acceptance.kind
+            if on_accepted is not None and kind in _ACCEPTED:
+                on_accepted(acceptance.message_id)
             if kind is AcceptKind.LEASED:
                 assert acceptance.work is not None
                 self._start_drive(acceptance.work)
@@ -352,6 +366,37 @@ class Engine:
             self._in_flight -= 1
             self._waiters.pop(message.id, None)
             self._listeners.pop(message.id, None)
+
+    async def submit(
+        self,
+        conversation_id: str,
+        text: str,
+        **kwargs: Any,
+    ) -> tuple[str, asyncio.Task[TurnResult]]:
+        """Send one message without waiting for its reply: return once the store has accepted it.
+
+        Returns the message id and a task that resolves to the ``TurnResult`` (the engine holds a reference
+        to it until it is done). Takes the arguments of ``send``, and raises as ``send`` does when the message
+        is not accepted (bad input, busy, overloaded).
+
+        >>> message_id, reply = await engine.submit("alice123", "hello")
+        >>> result = await reply
+        """
+        accepted: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        def on_accepted(message_id: str) -> None:
+            if not accepted.done():
+                accepted.set_result(message_id)
+
+        task = asyncio.create_task(self.send(conversation_id, text, on_accepted=on_accepted, **kwargs))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_observe)
+        first: list[asyncio.Future[Any]] = [accepted, task]
+        await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
+        if accepted.done():
+            return accepted.result(), task
+        return task.result().message_id, task  # raises why the message was not accepted
 
     async def stream(
         self,
@@ -485,7 +530,7 @@ class Engine:
 
     def _start_drive(self, work: WorkItem) -> None:
         key = work.lease.key
-        running = _Running(work.lease)
+        running = _Running(work.lease, renewed_at=time.monotonic())
         self._running[key] = running
         running.task = asyncio.create_task(self._drive(running, work))
         self._background.add(running.task)
@@ -677,15 +722,19 @@ class Engine:
                 await self._renew(running)
 
     async def _renew(self, running: _Running) -> None:
+        key = running.lease.key
+        message_id = running.message_id
         try:
             outcome = await self.store.renew(running.lease, limits=self.limits)
         except Exception:
-            log.warning("could not renew lease of %r; will retry", str(running.lease.key), exc_info=True)
+            log.warning("could not renew lease of %r; will retry", str(key), exc_info=True)
             return
+        if self._running.get(key) is not running or running.message_id != message_id:
+            return  # the turn committed meanwhile (and may have freed the lease): nothing to say
         running.renewed_at = time.monotonic()
         if not outcome.kept:
             log.warning("lost the lease of conversation %r (token %d); stopping its turn",
-                        str(running.lease.key), running.lease.token)
+                        str(key), running.lease.token)
             if running.task is not None and running.in_handler:
                 running.cancel_reason = "lost"
                 running.task.cancel()

@@ -1,7 +1,8 @@
 """State stores: ``open_store(url)`` picks the backend by URL scheme.
 
 - ``memory://`` — one process, nothing persisted.
-- ``sqlite:///relative/state.db`` or ``sqlite:////absolute/state.db`` — the embedded default; several processes on one machine share the file.
+- ``sqlite:///relative/state.db`` or ``sqlite:////absolute/state.db`` — the embedded default; several
+  processes on one machine share the file.
 - ``redis://[:password@]host:port/db`` and ``rediss://`` — production.
 """
 

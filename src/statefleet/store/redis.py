@@ -10,14 +10,17 @@ A failure surfaces as ``StoreUnavailable`` and the turn protocol above decides.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import re
+import ssl
 from importlib import resources
 from typing import Any, NamedTuple, cast
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
+from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -25,6 +28,7 @@ from ..errors import InvalidStoreUrl, StoreUnavailable
 from . import redact_url
 from ._records import receipt_name_for_key, receipt_name_for_message
 from ._redis_keys import HINT_KEYS, HINT_SHARDS, conversation_keys, conversation_of
+from ._resp import ConnectionClosed, PipelinedConnection, ReplyError
 from .base import (
     Acceptance,
     AcceptKind,
@@ -160,6 +164,21 @@ def _work(key: ConversationKey, owner: str, reply: list[Any], message: InboundMe
     )
 
 
+def _ssl_context(client: Redis) -> ssl.SSLContext | None:
+    """The TLS context for ``rediss://`` URLs (certificate checks as redis-py would do them), else None."""
+    pool = client.connection_pool
+    if not issubclass(pool.connection_class, SSLConnection):
+        return None
+    kwargs = pool.connection_kwargs
+    context = ssl.create_default_context(cafile=kwargs.get("ssl_ca_certs"))
+    if kwargs.get("ssl_cert_reqs") in ("none", ssl.CERT_NONE):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if kwargs.get("ssl_certfile"):
+        context.load_cert_chain(kwargs["ssl_certfile"], kwargs.get("ssl_keyfile"))
+    return context
+
+
 class RedisStore:
     """The ``Store`` on Redis. Open it with ``await RedisStore.open("redis://:password@host:6379/0")``."""
 
@@ -167,6 +186,10 @@ class RedisStore:
         self._client = client
         self._url = redact_url(url)
         self._scripts = {name: client.register_script(_script_source(name)) for name in _SCRIPTS}
+        self._shas = {name: script.sha for name, script in self._scripts.items()}
+        #: Script calls (the hot path) go over one implicitly pipelined connection; see ``_resp``.
+        self._pipe: PipelinedConnection | None = None
+        self._pipe_lock = asyncio.Lock()
         self._next_shard = 0
         #: Round trips and script calls made, for metrics.
         self.stats = StoreStats()
@@ -201,8 +224,48 @@ class RedisStore:
         stats = self.stats
         stats.round_trips += 1
         stats.ops[name] = stats.ops.get(name, 0) + 1
+        pipe = self._pipe
+        if pipe is None or pipe.closed:
+            pipe = await self._connect_pipe()
         try:
-            return await self._scripts[name](keys, args)
+            return await pipe.execute("EVALSHA", self._shas[name], len(keys), *keys, *args)
+        except ReplyError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        except ConnectionClosed as exc:
+            # Not retried: the script may have run before the connection dropped.
+            raise self._unavailable(exc) from exc
+        # The server lost its scripts (restart, SCRIPT FLUSH): load them again, then run this one.
+        await self._load_scripts()
+        return await self._eval(name, keys, args)
+
+    async def _connect_pipe(self) -> PipelinedConnection:
+        async with self._pipe_lock:
+            if self._pipe is not None and not self._pipe.closed:
+                return self._pipe
+            kwargs = self._client.connection_pool.connection_kwargs
+            try:
+                pipe = await PipelinedConnection.connect(
+                    host=kwargs.get("host"), port=int(kwargs.get("port", 6379)), path=kwargs.get("path"),
+                    ssl_context=_ssl_context(self._client), connect_timeout=CONNECT_TIMEOUT,
+                    reply_timeout=REPLY_TIMEOUT,
+                )
+                if kwargs.get("password"):
+                    auth = [kwargs["username"], kwargs["password"]] if kwargs.get("username") else [kwargs["password"]]
+                    await pipe.execute("AUTH", *auth)
+                if int(kwargs.get("db", 0) or 0):
+                    await pipe.execute("SELECT", int(kwargs["db"]))
+            except (OSError, TimeoutError, ConnectionClosed, ReplyError) as exc:
+                raise self._unavailable(exc) from exc
+            self._pipe = pipe
+            return pipe
+
+    async def _load_scripts(self) -> None:
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for script in self._scripts.values():
+                    pipe.script_load(script.script)
+                await pipe.execute()
         except _DOWN as exc:
             raise self._unavailable(exc) from exc
 
@@ -366,4 +429,6 @@ class RedisStore:
             raise self._unavailable(exc) from exc
 
     async def close(self) -> None:
+        if self._pipe is not None:
+            self._pipe.close()
         await self._client.aclose()
