@@ -46,10 +46,10 @@ def answer(turn: Turn) -> str:
         if status is None:
             return f"{greeting}I can't find order #{order}. Could you check the number?"
         return f"{greeting}order #{order} is {status}."
-    if "name" in lowered and "my" in lowered and name:
-        return f"Your name is {name}."
     if _NAME.search(text):
         return f"Nice to meet you, {name}! How can I help?"
+    if "name" in lowered and "my" in lowered and name:
+        return f"Your name is {name}."
     if "thank" in lowered:
         return f"You're welcome{', ' + name if name else ''}!"
     return f"{greeting}I can help with orders: ask me about an order's status."

@@ -282,6 +282,16 @@ class Engine:
         """Turns running on this engine now (the autoscaling signal)."""
         return len(self._running)
 
+    @property
+    def waiting_callers(self) -> int:
+        """Calls to ``send`` (requests) waiting for their reply on this engine now."""
+        return self._in_flight
+
+    @property
+    def idle(self) -> bool:
+        """No turn running here and no caller waiting: safe to stop without handing anything back."""
+        return not self._running and not self._in_flight
+
     # -- public API ----------------------------------------------------------------------------------------
 
     def conversation_key(self, conversation_id: str, tenant: str = DEFAULT_TENANT) -> ConversationKey:

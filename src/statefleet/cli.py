@@ -1,0 +1,87 @@
+"""The ``statefleet`` command. Every option also reads a ``STATEFLEET_*`` environment variable.
+
+Exit codes: 0 ok, 2 bad usage or configuration, 3 startup failure (store unreachable, port taken).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from .errors import ConfigError, StatefleetError
+
+EXIT_CONFIG = 2
+EXIT_STARTUP = 3
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "STATEFLEET"})
+@click.version_option(package_name="statefleet")
+def main() -> None:
+    """Serve stateful conversational agents from many interchangeable instances."""
+
+
+@main.command()
+@click.argument("app", envvar="STATEFLEET_APP")
+@click.option("--store", envvar="STATEFLEET_STORE", default="sqlite:///.statefleet/state.db", show_default=True,
+              help="State store URL: sqlite:///path, redis://host:port/db, rediss://..., memory://")
+@click.option("--host", envvar="STATEFLEET_HOST", default="127.0.0.1", show_default=True)
+@click.option("--port", envvar="STATEFLEET_PORT", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--workers", envvar="STATEFLEET_WORKERS", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Processes sharing the port; each is its own instance of the fleet.")
+@click.option("--drain-timeout", envvar="STATEFLEET_DRAIN_TIMEOUT", type=click.FloatRange(0.1, 3600),
+              default=25.0, show_default=True, help="Seconds in-flight turns get on SIGTERM before hand-over.")
+@click.option("--lease-ttl", envvar="STATEFLEET_LEASE_TTL", type=click.FloatRange(0.2, 600), default=3.0,
+              show_default=True, help="Seconds before a dead instance's conversations are taken over.")
+@click.option("--advertise", envvar="STATEFLEET_ADVERTISE", default=None,
+              help="host:port peers reach this instance at (default: the bound address).")
+@click.option("--log-level", envvar="STATEFLEET_LOG_LEVEL", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
+def serve(app: str, store: str, host: str, port: int, workers: int, drain_timeout: float, lease_ttl: float,
+          advertise: str | None, log_level: str) -> None:
+    """Serve the agent APP (module:agent or path/to/file.py:agent) over HTTP, SSE and WebSocket."""
+    from .server.runner import ServeOptions, run
+
+    configure_logging(log_level)
+    options = ServeOptions(app=app, store=store, host=host, port=port, workers=workers,
+                           drain_timeout=drain_timeout, lease_ttl=lease_ttl, advertise=advertise,
+                           log_level=log_level)
+    _exit(lambda: run(options))
+
+
+@main.command()
+@click.option("--users", type=click.IntRange(1, 50), default=3, show_default=True, help="Scripted users.")
+@click.option("--keep", is_flag=True, help="Keep the demo's state directory.")
+def demo(users: int, keep: bool) -> None:
+    """Two instances on the embedded SQLite store, users alternating between them, one instance killed."""
+    from .demo import run_demo
+
+    configure_logging("warning")
+    _exit(lambda: run_demo(users=users, keep=keep))
+
+
+def configure_logging(level: str) -> None:
+    """The CLI configures logging; the library never does."""
+    from .observability.logs import configure
+
+    configure(level)
+
+
+def _exit(fn: object) -> None:
+    try:
+        code = fn()  # type: ignore[operator]
+    except ConfigError as exc:
+        click.echo(f"statefleet: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    except StatefleetError as exc:
+        click.echo(f"statefleet: {exc}", err=True)
+        sys.exit(EXIT_STARTUP)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(int(code or 0))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    logging.captureWarnings(True)
+    main()

@@ -1,0 +1,157 @@
+"""``statefleet demo``: the support agent on two instances sharing the embedded SQLite store.
+
+Scripted users talk to the agent with their messages alternating between the two instances; each exchange
+shows which instance answered, and that the second knew what the first was told. Then one instance is killed
+(SIGKILL) in the middle of a turn, and the conversation carries on on the other one: the message it had
+accepted is taken over and answered, exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from .errors import ConfigError
+
+SCRIPTS: list[tuple[str, list[str]]] = [
+    ("alice", ["Hi, my name is Alice", "What's the status of order 12345?", "Do you remember my name?",
+               "And where is it now?", "Thanks!"]),
+    ("bob", ["Hello, I'm Bob", "Where is my order #23456?", "What is my name?", "Status please", "Thank you"]),
+    ("carol", ["This is Carol", "Order 34567 status?", "Do you know my name?", "where is my order?", "thanks"]),
+    ("dave", ["I am Dave", "Status of 45678?", "my name?", "order status again", "Thanks a lot"]),
+]
+NAMES = {"alice": "Alice", "bob": "Bob", "carol": "Carol", "dave": "Dave"}
+
+
+def example_agent_path() -> Path:
+    here = Path(__file__).resolve()
+    for root in (Path.cwd(), *here.parents):
+        candidate = root / "examples" / "support_agent.py"
+        if candidate.is_file():
+            return candidate
+    raise ConfigError("examples/support_agent.py not found; run the demo from the statefleet repository")
+
+
+class Instance:
+    """One ``statefleet serve`` process."""
+
+    def __init__(self, label: str, agent: Path, store: str, port: int, logdir: Path) -> None:
+        self.label = label
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = open(logdir / f"instance-{label}.log", "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "statefleet", "serve", f"{agent}:agent", "--store", store,
+             "--port", str(port), "--lease-ttl", "2", "--log-level", "warning"],
+            stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ConfigError(f"instance {self.label} exited; see its log {self.log.name}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise ConfigError(f"instance {self.label} was not ready within {timeout} s")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def say(client: httpx.Client, instance: Instance, user: str, text: str, key: str | None = None) -> dict[str, object]:
+    headers = {"Idempotency-Key": key} if key else {}
+    response = client.post(f"{instance.url}/v1/conversations/{user}/messages", json={"text": text},
+                           headers=headers, timeout=30)
+    response.raise_for_status()
+    return dict(response.json())
+
+
+def run_demo(users: int = 3, keep: bool = False) -> int:
+    agent = example_agent_path()
+    workdir = Path(tempfile.mkdtemp(prefix="statefleet-demo-"))
+    store = f"sqlite:///{workdir / 'state.db'}"
+    print(f"statefleet demo — support agent ({agent.name}), store {store}\n")
+    a = Instance("A", agent, store, _free_port(), workdir)
+    b = Instance("B", agent, store, _free_port(), workdir)
+    problems: list[str] = []
+    run = uuid.uuid4().hex[:6]
+    try:
+        a.wait_ready()
+        b.wait_ready()
+        print(f"instance A on {a.url}, instance B on {b.url}\n")
+        scripts = SCRIPTS[: max(1, min(users, len(SCRIPTS)))]
+        with httpx.Client() as client:
+            rounds = len(scripts[0][1])
+            for r in range(rounds - 1):
+                for u, (user, lines) in enumerate(scripts):
+                    instance = (a, b)[(r + u) % 2]
+                    result = say(client, instance, f"{user}-{run}", lines[r])
+                    reply = result["reply"]["text"]  # type: ignore[index]
+                    print(f"  [{instance.label}] {user:>5}: {lines[r]}")
+                    print(f"  [{instance.label}] agent: {reply}   (turn {result['turn']})")
+                    if r >= 2 and NAMES[user] not in str(reply):
+                        problems.append(f"{user}: instance {instance.label} did not know the name: {reply!r}")
+                print()
+            # Kill A in the middle of a turn; B takes the conversation over.
+            user, lines = scripts[0]
+            conv = f"{user}-{run}"
+            key = f"demo-{run}-last"
+            print(f"Killing instance A (SIGKILL) while it answers {user}'s last message…")
+            with httpx.Client() as victim:
+                try:
+                    victim.post(f"{a.url}/v1/conversations/{conv}/messages?wait=false", json={"text": lines[-1]},
+                                headers={"Idempotency-Key": key}, timeout=5)
+                except httpx.HTTPError as exc:
+                    problems.append(f"instance A did not accept the message: {exc}")
+            a.stop(signal.SIGKILL)
+            started = time.monotonic()
+            result = say(client, b, conv, lines[-1], key=key)  # same key: B answers the accepted message
+            waited = time.monotonic() - started
+            how = "A's lease expired and B took the accepted message over" if waited > 0.5 else "A had finished it"
+            print(f"  [B] agent: {result['reply']['text']}   (turn {result['turn']}, "  # type: ignore[index]
+                  f"answered {waited:.1f} s after the kill: {how})")
+            final = client.get(f"{b.url}/v1/conversations/{conv}", timeout=10).json()
+            print(f"\n{user}'s conversation on B: {final['turns']} turns, state {final['state']}")
+            if final["turns"] != rounds:
+                problems.append(f"{user} has {final['turns']} turns, expected {rounds}")
+    finally:
+        a.stop()
+        b.stop()
+        if keep:
+            print(f"\nstate and logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if problems:
+        print("\nPROBLEMS:\n  " + "\n  ".join(problems))
+        return 1
+    print("\nEvery instance knew what the other was told, and nothing was lost when A died.")
+    return 0

@@ -1,0 +1,192 @@
+"""``statefleet serve``: uvicorn processes around the ASGI app, with an ordered drain on SIGTERM.
+
+One worker is one process and one instance of the fleet. With ``--workers N`` a supervisor binds the port
+once and starts N worker processes that share it; signals go to every worker.
+
+Drain (first SIGTERM or SIGINT): ``/readyz`` fails and new messages get 503 at once; running turns and the
+requests waiting for them get up to ``--drain-timeout`` to finish; what is still running then is handed back
+to the fleet (any other instance's sweeper takes it over); then the server closes and exits 0. A second
+signal exits at once — still losing nothing accepted, since the store keeps it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from types import FrameType
+
+import uvicorn
+
+from .._loading import load_agent
+from ..turns import EngineSettings
+from .app import StatefleetApp, create_app
+from .settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """What ``statefleet serve`` was asked to run."""
+
+    #: ``module:agent`` or ``path/to/file.py:agent``.
+    app: str
+    #: Store URL.
+    store: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    #: Seconds running turns get on SIGTERM before they are handed back.
+    drain_timeout: float = 25.0
+    #: Seconds before a dead instance's leases are taken over.
+    lease_ttl: float = 3.0
+    #: host:port other instances reach this one at.
+    advertise: str | None = None
+    log_level: str = "info"
+
+    def __repr__(self) -> str:
+        from ..store import redact_url
+
+        return (f"ServeOptions(app={self.app!r}, store={redact_url(self.store)!r}, host={self.host!r}, "
+                f"port={self.port}, workers={self.workers})")
+
+
+def build_app(options: ServeOptions) -> StatefleetApp:
+    agent = load_agent(options.app)
+    settings = ServerSettings(
+        engine=EngineSettings(lease_ttl=options.lease_ttl),
+        drain_timeout=options.drain_timeout,
+        advertise_address=options.advertise,
+    )
+    return create_app(agent, options.store, settings)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, with statefleet's drain on the first signal and exit code 0 after it."""
+
+    def __init__(self, config: uvicorn.Config, app: StatefleetApp, drain_timeout: float) -> None:
+        super().__init__(config)
+        self.app = app
+        self.drain_timeout = drain_timeout
+        self._draining: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Unlike uvicorn, do not re-raise the signal after shutdown: a drained exit is a clean exit (0).
+        if self._draining is not None or self._loop is None:
+            log.warning("second signal: exiting now; the fleet takes over what was still running here")
+            self.force_exit = True
+            self.should_exit = True
+            return
+        log.info("signal %s: draining (readyz fails, new messages get 503)", signal.Signals(sig).name)
+        self.app.drain()
+        self._loop.call_soon_threadsafe(self._start_drain)
+
+    def _start_drain(self) -> None:
+        self._draining = asyncio.get_running_loop().create_task(self._drain_then_exit())
+
+    async def _drain_then_exit(self) -> None:
+        try:
+            engine = self.app.engine
+        except Exception:
+            self.should_exit = True
+            return
+        deadline = time.monotonic() + self.drain_timeout
+        while not engine.idle and time.monotonic() < deadline:  # noqa: ASYNC110 - a poll of two counters
+            await asyncio.sleep(0.05)
+        if not engine.idle:
+            log.warning("drain timeout: handing %d running turns back to the fleet", engine.in_flight)
+        # Hands back whatever still runs (at once), so the lifespan shutdown has nothing left to wait for.
+        await engine.stop(drain_timeout=0.0)
+        self.should_exit = True
+
+
+def uvicorn_config(app: StatefleetApp, options: ServeOptions) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=options.host,
+        port=options.port,
+        loop="uvloop" if _has("uvloop") else "asyncio",
+        http="httptools" if _has("httptools") else "h11",
+        ws="websockets",
+        lifespan="on",
+        log_level=options.log_level,
+        access_log=False,
+        log_config=None,  # the CLI configured logging already
+        timeout_graceful_shutdown=int(options.drain_timeout) + 5,
+        timeout_keep_alive=30,
+        server_header=False,
+    )
+
+
+def _has(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def run_worker(options: ServeOptions, sock: socket.socket | None = None) -> int:
+    """Run one instance (in this process) until drained."""
+    if sock is not None:
+        from ..cli import configure_logging
+
+        configure_logging(options.log_level)
+    app = build_app(options)
+    server = DrainingServer(uvicorn_config(app, options), app, options.drain_timeout)
+    server.run(sockets=[sock] if sock is not None else None)
+    return 0 if server.started else 3
+
+
+def _worker_main(options: ServeOptions, sock: socket.socket) -> None:
+    sys.exit(run_worker(options, sock))
+
+
+def run(options: ServeOptions) -> int:
+    """Serve ``options.app``; returns the exit code."""
+    load_agent(options.app)  # fail fast, with a clear message, before binding anything
+    if options.workers == 1:
+        return run_worker(options)
+    sock = socket.socket(socket.AF_INET6 if ":" in options.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((options.host, options.port))
+    except OSError as exc:
+        log.error("cannot bind %s:%d: %s", options.host, options.port, exc)
+        return 3
+    sock.set_inheritable(True)
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_worker_main, args=(options, sock), name=f"statefleet-worker-{i}")
+               for i in range(options.workers)]
+    for worker in workers:
+        worker.start()
+    log.info("serving on %s:%d with %d workers (pids %s)", options.host, sock.getsockname()[1],
+             options.workers, ", ".join(str(w.pid) for w in workers))
+
+    def forward(sig: int, _frame: FrameType | None) -> None:
+        for worker in workers:
+            if worker.pid is not None and worker.is_alive():
+                os.kill(worker.pid, sig)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for worker in workers:
+            worker.join()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sock.close()
+    codes = [worker.exitcode for worker in workers]
+    return 0 if all(code == 0 for code in codes) else 1
