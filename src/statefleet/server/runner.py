@@ -119,7 +119,7 @@ def uvicorn_config(app: StatefleetApp, options: ServeOptions) -> uvicorn.Config:
         port=options.port,
         loop="uvloop" if _has("uvloop") else "asyncio",
         http="httptools" if _has("httptools") else "h11",
-        ws="websockets",
+        ws="websockets-sansio",
         lifespan="on",
         log_level=options.log_level,
         access_log=False,

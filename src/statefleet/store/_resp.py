@@ -14,7 +14,7 @@ import asyncio
 import ssl
 import time
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 import hiredis
 
@@ -64,8 +64,8 @@ class PipelinedConnection(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
         self._watchdog = self._loop.call_later(1.0, self._check_timeouts)
 
     def data_received(self, data: bytes) -> None:
