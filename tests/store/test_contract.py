@@ -308,3 +308,32 @@ async def test_load_unknown_is_none_and_ping_answers(store: Store) -> None:
 async def test_renew_of_unknown_lease_is_not_kept(store: Store) -> None:
     lease = Lease(ConversationKey("default", "ghost"), "A", 1)
     assert not (await store.renew(lease, limits=LIMITS)).kept
+
+
+async def test_backlog_counts_accepted_uncommitted_messages_fleet_wide(store: Store) -> None:
+    other = ConversationKey("default", "other")
+    m1, m2, m3 = msg("one"), msg("two"), msg("three")
+    acc = await accept(store, m1)
+    await accept(store, m2)
+    await accept(store, m3, key=other)
+    assert await store.backlog() == 3
+    assert acc.work is not None
+    out = await store.commit(acc.work.lease, done(m1.id, "one"), limits=LIMITS)
+    assert await store.backlog() == 2
+    assert out.next is not None
+    await store.commit(out.next.lease, done(m2.id, "two"), limits=LIMITS)
+    assert await store.backlog() == 1
+    await store.delete(other)
+    assert await store.backlog() == 0
+
+
+async def test_instances_register_expire_and_deregister(store: Store) -> None:
+    await store.register_instance("i-1", {"id": "i-1", "version": "v1"}, ttl=30)
+    await store.register_instance("i-2", {"id": "i-2", "version": "v2"}, ttl=0.2)
+    assert sorted(i["id"] for i in await store.instances()) == ["i-1", "i-2"]
+    await asyncio.sleep(0.3)
+    assert [i["id"] for i in await store.instances()] == ["i-1"]
+    await store.register_instance("i-1", {"id": "i-1", "version": "v1", "in_flight": 3}, ttl=30)
+    assert (await store.instances())[0]["in_flight"] == 3
+    await store.deregister_instance("i-1")
+    assert await store.instances() == []

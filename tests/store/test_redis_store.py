@@ -26,7 +26,7 @@ LIMITS = Limits(window=3, lease_ttl=5.0)
 #: Commands the scripts run inside Redis (INFO commandstats counts them too); anything else was sent.
 SCRIPT_COMMANDS = {
     "time", "hmget", "hget", "hset", "hdel", "get", "set", "exists", "del", "pexpire", "llen", "lindex",
-    "lpop", "rpush", "ltrim", "lrange", "zadd", "zrem", "zrangebyscore", "xadd",
+    "lpop", "rpush", "ltrim", "lrange", "zadd", "zrem", "zrangebyscore", "xadd", "incr", "decr", "decrby",
 }
 
 

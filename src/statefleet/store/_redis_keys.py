@@ -13,8 +13,12 @@ script that changes a conversation touches one slot:
   ``m:<message id>``; ``created`` names the conversation's incarnation, so a deleted or expired
   conversation's receipts are never seen again and simply expire
 
-Fleet-wide, outside any conversation's slot: ``sf:leases:<shard>``, sorted sets of lease-expiry hints
-(member ``tenant:id``, score the expiry in ms), sharded so no single key is hot.
+Fleet-wide, outside any conversation's slot, sharded so no single key is hot:
+
+- ``sf:leases:<shard>`` — sorted sets of lease-expiry hints (member ``tenant:id``, score the expiry in ms)
+- ``sf:backlog:<shard>`` — counters of messages accepted and not yet committed (the inbox backlog, an
+  autoscaling signal); the conversation's own inbox is the truth, these are kept up beside it
+- ``sf:instances`` — hash of the fleet's instances (id → JSON info with a heartbeat time)
 """
 
 from __future__ import annotations
@@ -44,6 +48,10 @@ def hint_key(shard: int) -> str:
 
 #: All hint shards, in order.
 HINT_KEYS: tuple[str, ...] = tuple(hint_key(shard) for shard in range(HINT_SHARDS))
+#: Backlog counter shards, in order (same sharding as the hints).
+BACKLOG_KEYS: tuple[str, ...] = tuple(f"{PREFIX}:backlog:{shard}" for shard in range(HINT_SHARDS))
+#: The fleet's instance registry.
+INSTANCES = f"{PREFIX}:instances"
 
 
 class ConversationKeys(NamedTuple):
@@ -60,11 +68,14 @@ class ConversationKeys(NamedTuple):
     hints: str
     #: Its member in that shard: ``tenant:id``.
     member: str
+    #: The backlog counter shard this conversation counts in.
+    backlog: str
 
 
 def conversation_keys(key: ConversationKey) -> ConversationKeys:
     member = f"{key.tenant}:{key.id}"
     tag = f"{PREFIX}:{{{member}}}:"
+    shard = zlib.crc32(member.encode()) % HINT_SHARDS
     return ConversationKeys(
         meta=tag + META,
         history=tag + HISTORY,
@@ -72,8 +83,9 @@ def conversation_keys(key: ConversationKey) -> ConversationKeys:
         inbox=tag + INBOX,
         events=tag + EVENTS,
         receipts=tag + RECEIPTS,
-        hints=HINT_KEYS[zlib.crc32(member.encode()) % HINT_SHARDS],
+        hints=HINT_KEYS[shard],
         member=member,
+        backlog=BACKLOG_KEYS[shard],
     )
 
 

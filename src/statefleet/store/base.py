@@ -244,6 +244,22 @@ class Store(Protocol):
         """Events after the id ``after`` (from the oldest retained when None), oldest first."""
         ...
 
+    async def backlog(self) -> int:
+        """Messages accepted fleet-wide and not yet committed (kept as counters: cheap, no scan)."""
+        ...
+
+    async def register_instance(self, instance_id: str, info: JSONObject, *, ttl: float) -> None:
+        """Record (or refresh) an instance of the fleet; it disappears ``ttl`` seconds after its last call."""
+        ...
+
+    async def deregister_instance(self, instance_id: str) -> None:
+        """Remove an instance from the fleet registry (it is shutting down)."""
+        ...
+
+    async def instances(self) -> list[JSONObject]:
+        """The live instances' info, as registered."""
+        ...
+
     async def ping(self) -> None:
         """Raise ``StoreUnavailable`` if the store cannot be reached."""
         ...

@@ -42,6 +42,7 @@ class MemoryStore:
         self._events: dict[ConversationKey, _EventLog] = {}
         self._hints: dict[ConversationKey, float] = {}
         self._event_seq = 0
+        self._instances: dict[str, tuple[JSONObject, float]] = {}
         self._clock = time.time
 
     # -- helpers -------------------------------------------------------------------------------------------
@@ -183,6 +184,20 @@ class MemoryStore:
             return []
         floor = int(after) if after else 0
         return [event for event in log.entries if int(event.id) > floor][:limit]
+
+    async def backlog(self) -> int:
+        now = self._clock()
+        return sum(len(record.inbox) for key, record in self._records.items() if self._expires.get(key, 0) > now)
+
+    async def register_instance(self, instance_id: str, info: JSONObject, *, ttl: float) -> None:
+        self._instances[instance_id] = (dict(info), self._clock() + ttl)
+
+    async def deregister_instance(self, instance_id: str) -> None:
+        self._instances.pop(instance_id, None)
+
+    async def instances(self) -> list[JSONObject]:
+        now = self._clock()
+        return [info for info, expires in self._instances.values() if expires > now]
 
     async def ping(self) -> None:
         return None

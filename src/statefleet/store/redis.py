@@ -15,6 +15,7 @@ import functools
 import json
 import re
 import ssl
+import time
 from importlib import resources
 from typing import Any, NamedTuple, cast
 
@@ -27,7 +28,7 @@ from redis.backoff import NoBackoff
 from ..errors import InvalidStoreUrl, StoreUnavailable
 from . import redact_url
 from ._records import receipt_name_for_key, receipt_name_for_message
-from ._redis_keys import HINT_KEYS, HINT_SHARDS, conversation_keys, conversation_of
+from ._redis_keys import BACKLOG_KEYS, HINT_KEYS, HINT_SHARDS, INSTANCES, conversation_keys, conversation_of
 from ._resp import ConnectionClosed, PipelinedConnection, ReplyError
 from .base import (
     Acceptance,
@@ -289,7 +290,7 @@ class RedisStore:
         entry, kname = _inbox_entry(message)
         reply = await self._eval(
             "accept",
-            [k.meta, k.history, k.state, k.inbox, k.hints],
+            [k.meta, k.history, k.state, k.inbox, k.hints, k.backlog],
             [
                 message.id, entry, kname, _dumps([message.id, "", "pending", None]), version, owner, policy,
                 lim.lease, lim.conversation, lim.idempotency, lim.receipt, lim.inbox_max, k.receipts, k.member,
@@ -315,7 +316,7 @@ class RedisStore:
         state = commit.state_json if committed and commit.state_json is not None else ""
         reply = await self._eval(
             "commit",
-            [k.meta, k.history, k.state, k.inbox, k.events, k.hints],
+            [k.meta, k.history, k.state, k.inbox, k.events, k.hints, k.backlog],
             [
                 lease.owner, str(lease.token), commit.message_id, commit.outcome, state, _dumps(commit.result),
                 lim.window, lim.lease, lim.conversation, lim.idempotency, lim.receipt, lim.events_max,
@@ -350,7 +351,7 @@ class RedisStore:
         lim = _limit_args(limits)
         reply = await self._eval(
             "reclaim",
-            [k.meta, k.history, k.state, k.inbox, k.events, k.hints],
+            [k.meta, k.history, k.state, k.inbox, k.events, k.hints, k.backlog],
             [
                 owner, lim.lease, lim.conversation, lim.idempotency, lim.receipt, lim.max_attempts,
                 lim.events_max, lim.events, k.receipts, k.member,
@@ -391,7 +392,9 @@ class RedisStore:
 
     async def delete(self, key: ConversationKey) -> bool:
         k = conversation_keys(key)
-        existed = await self._eval("delete", [k.meta, k.history, k.state, k.inbox, k.events, k.hints], [k.member])
+        existed = await self._eval(
+            "delete", [k.meta, k.history, k.state, k.inbox, k.events, k.hints, k.backlog], [k.member]
+        )
         return bool(existed)
 
     async def append_events(self, key: ConversationKey, events: list[JSONObject], *, limits: Limits) -> None:
@@ -421,6 +424,46 @@ class RedisStore:
             data = json.loads(fields["d"])
             events.append(Event(event_id, str(data.pop("type")), data))
         return events
+
+    async def backlog(self) -> int:
+        self.stats.round_trips += 1
+        try:
+            values = await self._client.mget(BACKLOG_KEYS)
+        except _DOWN as exc:
+            raise self._unavailable(exc) from exc
+        return max(0, sum(int(v) for v in values if v is not None))
+
+    async def register_instance(self, instance_id: str, info: JSONObject, *, ttl: float) -> None:
+        entry = _dumps({**info, "expires": time.time() + ttl})
+        try:
+            await self._client.hset(INSTANCES, instance_id, entry)
+            await self._client.expire(INSTANCES, max(1, int(ttl * 10)))
+        except _DOWN as exc:
+            raise self._unavailable(exc) from exc
+
+    async def deregister_instance(self, instance_id: str) -> None:
+        try:
+            await self._client.hdel(INSTANCES, instance_id)
+        except _DOWN as exc:
+            raise self._unavailable(exc) from exc
+
+    async def instances(self) -> list[JSONObject]:
+        try:
+            entries = await self._client.hgetall(INSTANCES)
+        except _DOWN as exc:
+            raise self._unavailable(exc) from exc
+        now = time.time()
+        live: list[JSONObject] = []
+        dead: list[str] = []
+        for instance_id, text in cast(dict[str, str], entries).items():
+            info = json.loads(text)
+            if info.pop("expires", 0) > now:
+                live.append(info)
+            else:
+                dead.append(instance_id)
+        if dead:
+            await self._client.hdel(INSTANCES, *dead)
+        return live
 
     async def ping(self) -> None:
         try:

@@ -91,6 +91,9 @@ CREATE TABLE IF NOT EXISTS event_logs (
     tenant TEXT NOT NULL, id TEXT NOT NULL, expires REAL NOT NULL, PRIMARY KEY (tenant, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS event_logs_expires ON event_logs (expires);
+CREATE TABLE IF NOT EXISTS instances (
+    id TEXT PRIMARY KEY, info TEXT NOT NULL, expires REAL NOT NULL
+) WITHOUT ROWID;
 """
 
 _RECORD_COLUMNS = (
@@ -569,6 +572,27 @@ class SQLiteStore:
                 (*args, floor, limit),
             )
             return [Event(str(seq), kind, json.loads(data)) for seq, kind, data in rows]
+
+        return await self._read(body)
+
+    async def backlog(self) -> int:
+        return int(await self._read(lambda conn, now: conn.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]))
+
+    async def register_instance(self, instance_id: str, info: JSONObject, *, ttl: float) -> None:
+        text = json.dumps(info)
+        await self._write(lambda conn, now: conn.execute(
+            "INSERT INTO instances (id, info, expires) VALUES (?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET info = excluded.info, expires = excluded.expires",
+            (instance_id, text, now + ttl),
+        ))
+
+    async def deregister_instance(self, instance_id: str) -> None:
+        await self._write(lambda conn, now: conn.execute("DELETE FROM instances WHERE id = ?", (instance_id,)))
+
+    async def instances(self) -> list[JSONObject]:
+        def body(conn: sqlite3.Connection, now: float) -> list[JSONObject]:
+            rows = conn.execute("SELECT info FROM instances WHERE expires > ? ORDER BY id", (now,))
+            return [json.loads(info) for (info,) in rows]
 
         return await self._read(body)
 

@@ -7,6 +7,7 @@
 -- KEYS[5]  lease-expiry hints sf:leases:<shard> — a fleet-wide sorted set OUTSIDE the conversation's slot.
 --          Standalone Redis and Sentinel allow that; Redis Cluster would need it routed separately (not
 --          supported yet).
+-- KEYS[6]  backlog counter    sf:backlog:<shard> — fleet-wide, OUTSIDE the slot like KEYS[5]
 -- Receipts sf:{tenant:id}:r:<created>:<name> are built from ARGV[13]; they share the conversation's slot.
 --
 -- ARGV[1]  message id
@@ -63,11 +64,16 @@ if v then
   redis.call('HSET', meta, 'a', int(now_us))
 else
   -- A new conversation (or a new incarnation of an expired one: drop anything it left behind).
+  local left = redis.call('LLEN', inbox)
+  if left > 0 then
+    redis.call('DECRBY', KEYS[6], left)
+  end
   redis.call('DEL', hist, state, inbox)
   created = int(now_us)
   redis.call('HSET', meta, 'v', version, 'c', created, 'a', created, 'n', 0, 'f', 0, 'p', 0)
 end
 redis.call('RPUSH', inbox, entry)
+redis.call('INCR', KEYS[6])
 if kname ~= '' then
   local _, _, prefix = split_entry(entry)
   redis.call('SET', receipts .. created .. ':' .. kname, prefix .. '"pending",null]', 'PX', ARGV[10])

@@ -7,6 +7,7 @@
 -- KEYS[5]  event stream       sf:{tenant:id}:e
 -- KEYS[6]  lease-expiry hints sf:leases:<shard> — OUTSIDE the conversation's slot (fine on standalone and
 --          Sentinel; Redis Cluster would need it routed separately — not supported yet).
+-- KEYS[7]  backlog counter    sf:backlog:<shard> — fleet-wide, OUTSIDE the slot like KEYS[6]
 -- Receipts sf:{tenant:id}:r:<created>:<name> are built from ARGV[13]; they share the conversation's slot.
 --
 -- ARGV[1]  lease owner
@@ -51,6 +52,7 @@ if head_id ~= id then
 end
 local now_ms, now_us = clock()
 redis.call('LPOP', inbox)
+redis.call('DECR', KEYS[7])
 
 local turns = tonumber(r[4])
 local utterances = tonumber(ARGV[16])

@@ -8,6 +8,7 @@
 -- KEYS[5]  event stream       sf:{tenant:id}:e
 -- KEYS[6]  lease-expiry hints sf:leases:<shard> — OUTSIDE the conversation's slot (fine on standalone and
 --          Sentinel; Redis Cluster would need it routed separately — not supported yet).
+-- KEYS[7]  backlog counter    sf:backlog:<shard> — fleet-wide, OUTSIDE the slot like KEYS[6]
 -- Receipts sf:{tenant:id}:r:<created>:<name> are built from ARGV[9]; they share the conversation's slot.
 --
 -- ARGV[1]  the new lease owner (the caller's instance id)
@@ -56,6 +57,7 @@ local failed = 0
 while depth > 0 and attempts >= max_attempts do
   -- A message that keeps killing its instance must not block the conversation forever.
   local id, kname, prefix = split_entry(redis.call('LPOP', inbox))
+  redis.call('DECR', KEYS[7])
   depth = depth - 1
   attempts = 0
   failed = failed + 1
