@@ -237,3 +237,16 @@ async def test_bad_input_is_refused_and_the_store_is_unchanged(
     with pytest.raises(error):
         await engine.send(**call)  # type: ignore[arg-type]
     assert await engine.get("c") is None
+
+
+async def test_engines_register_in_the_fleet_and_leave_it_on_stop(store: Store) -> None:
+    async with Engine(echo_agent(), store, FAST) as first, Engine(echo_agent(version="v2"), store, FAST) as second:
+        first.address = "10.0.0.1:8000"
+        await first.send("c", "hello")
+        await first._register()
+        fleet = {i["id"]: i for i in await store.instances()}
+        assert set(fleet) == {first.instance_id, second.instance_id}
+        assert fleet[first.instance_id]["address"] == "10.0.0.1:8000"
+        assert fleet[first.instance_id]["stats"]["committed"] == 1
+        assert fleet[second.instance_id]["version"] == "v2"
+    assert await store.instances() == []

@@ -79,10 +79,12 @@ class EngineSettings:
     publish_tokens: bool = True
     #: This engine's id in the fleet; None: hostname-pid-random.
     instance_id: str | None = None
+    #: An instance that stops refreshing its registry entry (every third of this, s) leaves the fleet view.
+    registry_ttl: float = 6.0
 
     def __post_init__(self) -> None:
         for name in ("lease_ttl", "sweep_interval", "conversation_ttl", "idempotency_ttl", "receipt_ttl",
-                     "events_ttl"):
+                     "events_ttl", "registry_ttl"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or value <= 0:
                 raise errors.ConfigError(f"engine setting {name}={value!r} must be a positive number of seconds")
@@ -225,6 +227,9 @@ class Engine:
         self._in_flight = 0
         self._accepting = False
         self._started = False
+        #: host:port other instances reach this one at (set by the server); None for in-process engines.
+        self.address: str | None = None
+        self.started_at = 0.0
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
@@ -234,9 +239,12 @@ class Engine:
             return
         self._started = True
         self._accepting = True
+        self.started_at = time.time()
+        await self._register()
         self._loops = [
             asyncio.create_task(self._guard(self._sweep_forever, "sweeper")),
             asyncio.create_task(self._guard(self._heartbeat_forever, "heartbeat")),
+            asyncio.create_task(self._guard(self._register_forever, "registry")),
         ]
 
     async def stop(self, drain_timeout: float = 25.0) -> None:
@@ -264,6 +272,10 @@ class Engine:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        try:
+            await self.store.deregister_instance(self.instance_id)
+        except Exception:
+            log.warning("could not remove instance %r from the fleet registry", self.instance_id, exc_info=True)
         self._started = False
 
     async def __aenter__(self) -> Engine:
@@ -721,6 +733,33 @@ class Engine:
             except Exception:
                 log.exception("%s loop crashed; restarting in 1 s", name)
                 await asyncio.sleep(1.0)
+
+    def info(self) -> JSONObject:
+        """This instance as the fleet registry shows it."""
+        return {
+            "id": self.instance_id,
+            "agent": self.agent.name,
+            "version": self.agent.version,
+            "address": self.address,
+            "in_flight": self.in_flight,
+            "waiting": self._in_flight,
+            "draining": self.draining,
+            "started_at": self.started_at,
+            "heartbeat_at": time.time(),
+            "stats": {"committed": self.stats.committed, "failed": self.stats.failed,
+                      "takeovers": self.stats.takeovers, "fenced": self.stats.fenced},
+        }
+
+    async def _register(self) -> None:
+        try:
+            await self.store.register_instance(self.instance_id, self.info(), ttl=self.settings.registry_ttl)
+        except Exception:
+            log.warning("could not register instance %r in the fleet registry", self.instance_id, exc_info=True)
+
+    async def _register_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.registry_ttl / 3)
+            await self._register()
 
     async def _heartbeat_forever(self) -> None:
         interval = self.settings.heartbeat
