@@ -22,6 +22,7 @@ from typing import Any
 from . import errors
 from ._validation import DEFAULT_TENANT, check_conversation_id, check_message, check_tenant
 from .agent import Agent, DoubleTexting, Turn
+from .observability.hooks import EngineObserver
 from .store.base import (
     AcceptKind,
     ConversationKey,
@@ -162,6 +163,8 @@ class _Running:
     task: asyncio.Task[None] | None = None
     message_id: str = ""
     renewed_at: float = 0.0
+    #: When the running turn's handler started (monotonic).
+    started: float = 0.0
     #: Why the running handler is being cancelled: "interrupt", "lost" or "drain".
     cancel_reason: str | None = None
     in_handler: bool = False
@@ -202,9 +205,18 @@ class Engine:
     ...     conversation = await engine.get("alice123")
     """
 
-    def __init__(self, agent: Agent, store: Store, settings: EngineSettings | None = None) -> None:
+    def __init__(
+        self,
+        agent: Agent,
+        store: Store,
+        settings: EngineSettings | None = None,
+        *,
+        observer: EngineObserver | None = None,
+    ) -> None:
         self.agent = agent
         self.store = store
+        #: Metrics and tracing hooks (see ``statefleet.observability``); None costs nothing.
+        self.observer = observer
         self.settings = settings or EngineSettings()
         self.instance_id = self.settings.instance_id or _new_instance_id()
         self.limits = Limits(
@@ -575,6 +587,8 @@ class Engine:
                     return
                 if outcome.fenced:
                     self.stats.fenced += 1
+                    if self.observer is not None:
+                        self.observer.turn_abandoned(key, "fenced")
                     log.warning(
                         "fenced: commit of message %r in conversation %r refused; lease token %d is stale",
                         work.message.id, str(key), work.lease.token,
@@ -584,6 +598,13 @@ class Engine:
                         "by the new owner — retry with the same Idempotency-Key to get its result"))
                     return
                 self._count(commit.outcome)
+                if self.observer is not None:
+                    now = time.monotonic()
+                    self.observer.turn_finished(
+                        key, outcome="interrupted" if commit.outcome == "cancelled" else commit.outcome,
+                        attempt=work.attempt, handler_seconds=now - running.started,
+                        total_seconds=max(0.0, time.time() - work.message.accepted_at),
+                    )
                 self._resolve(work.message.id, commit.result)
                 work = outcome.next
                 if work is not None and not self._accepting:
@@ -601,9 +622,12 @@ class Engine:
         key = work.lease.key
         message = work.message
         running.message_id = message.id
-        running.renewed_at = time.monotonic()
+        running.renewed_at = running.started = time.monotonic()
         running.cancel_reason = None
-        publisher = _EventPublisher(self, key, self._listeners.get(message.id))
+        observer = self.observer
+        if observer is not None:
+            observer.turn_started(key, message.id, work.attempt)
+        publisher = _EventPublisher(self, key, self._listeners.get(message.id), observer, message.accepted_at)
         turn = Turn(
             conversation_id=key.id,
             tenant=key.tenant,
@@ -632,6 +656,8 @@ class Engine:
                 await publisher.drain()
                 return self._cancelled(message.id)
             if reason in ("lost", "drain"):
+                if observer is not None:
+                    observer.turn_abandoned(key, reason)
                 if reason == "drain":
                     await self.store.release(work.lease)
                     self.stats.handed_back += 1
@@ -807,8 +833,15 @@ class Engine:
                 continue
             taken += 1
             self.stats.takeovers += 1
-            log.warning("took over conversation %r (token %d, attempt %d of message %r)",
-                        str(key), work.lease.token, work.attempt, work.message.id)
+            if self.observer is not None:
+                self.observer.takeover(key, work.previous_owner, work.attempt)
+            log.warning(
+                "instance %r took over conversation %r from instance %r (token %d, attempt %d of message %r)",
+                self.instance_id, str(key), work.previous_owner, work.lease.token, work.attempt, work.message.id,
+                extra={"conversation_id": key.id, "tenant": key.tenant, "message_id": work.message.id,
+                       "instance": self.instance_id, "previous_owner": work.previous_owner,
+                       "attempt": work.attempt},
+            )
             self._start_drive(work)
         return taken
 
@@ -816,18 +849,29 @@ class Engine:
 class _EventPublisher:
     """Streams one turn's tokens to its local caller at once, and to the store's event log in batches."""
 
-    __slots__ = ("_buffer", "_engine", "_flushing", "_key", "_listener", "count")
+    __slots__ = ("_accepted_at", "_buffer", "_engine", "_flushing", "_key", "_listener", "_observer", "count")
 
-    def __init__(self, engine: Engine, key: ConversationKey, listener: EventCallback | None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        key: ConversationKey,
+        listener: EventCallback | None,
+        observer: EngineObserver | None,
+        accepted_at: float,
+    ) -> None:
         self._engine = engine
         self._key = key
         self._listener = listener
+        self._observer = observer
+        self._accepted_at = accepted_at
         self._buffer: list[JSONObject] = []
         self._flushing: asyncio.Task[None] | None = None
         self.count = 0
 
     def publish(self, event: JSONObject) -> None:
         self.count += 1
+        if self.count == 1 and self._observer is not None:
+            self._observer.first_token(max(0.0, time.time() - self._accepted_at))
         if self._listener is not None:
             self._listener(event)
         if self._engine.settings.publish_tokens:

@@ -165,6 +165,7 @@ async def test_stale_token_is_fenced_and_writes_nothing(store: Store) -> None:
     assert KEY in await store.expired_leases(100)
     work = await store.reclaim(KEY, owner="B", limits=LIMITS)
     assert work is not None and work.message == m and work.attempt == 2
+    assert work.previous_owner == "A"
     assert work.lease.token > acc.work.lease.token
     stale = await store.commit(acc.work.lease, done(m.id, "stale"), limits=LIMITS)
     assert stale.fenced

@@ -7,6 +7,7 @@ same rules in Lua (``store/lua/``); the contract suite holds all of them to the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import deque
 from dataclasses import dataclass, field
@@ -280,7 +281,8 @@ def reclaim(
         record.lease_expires = 0.0
         fx.drop_hint = True
         return None, record, fx, failed
-    work = _take_head(record, key, owner, now, limits)
+    previous = record.lease_owner
+    work = dataclasses.replace(_take_head(record, key, owner, now, limits), previous_owner=previous)
     fx.hint = record.lease_expires
     return work, record, fx, failed
 

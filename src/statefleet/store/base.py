@@ -68,6 +68,8 @@ class WorkItem:
     state: JSONObject
     #: How many times this message has been started (1 the first time; more after takeovers).
     attempt: int
+    #: After a takeover (``reclaim``): the instance that held the lease before, if any.
+    previous_owner: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ A failure surfaces as ``StoreUnavailable`` and the turn protocol above decides.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import re
@@ -357,7 +358,9 @@ class RedisStore:
                 lim.events_max, lim.events, k.receipts, k.member,
             ],
         )
-        return _work(key, owner, reply) if reply[0] == "L" else None
+        if not reply[0].startswith("T:"):
+            return None
+        return dataclasses.replace(_work(key, owner, reply), previous_owner=reply[0][2:] or None)
 
     async def expired_leases(self, limit: int) -> list[ConversationKey]:
         if limit <= 0:

@@ -23,7 +23,7 @@
 -- ARGV[10] hint member 'tenant:id'
 --
 -- Returns {'-'} when there is nothing to take over, else
---   {'L', token, attempt, turns, version, state|nil, head body, history...}
+--   {'T:' .. previous owner (or ''), token, attempt, turns, version, state|nil, head body, history...}
 
 local meta, hist, state, inbox, events, hints = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local owner, member = ARGV[1], ARGV[10]
@@ -89,4 +89,5 @@ redis.call('HSET', meta, 'f', token, 't', token, 'o', owner, 'x', int(expiry), '
 redis.call('HDEL', meta, 'I')
 redis.call('ZADD', hints, expiry, member)
 touch(conversation_ttl, meta, hist, state, inbox)
-return work('L', token, attempt, tonumber(r[3] or 0), v, redis.call('LINDEX', inbox, 0), hist, state)
+return work('T:' .. (holder or ''), token, attempt, tonumber(r[3] or 0), v, redis.call('LINDEX', inbox, 0),
+  hist, state)
