@@ -655,7 +655,7 @@ class Engine:
                     current.uncancel()
                 await publisher.drain()
                 return self._cancelled(message.id)
-            if reason == "lost" or reason == "drain":
+            if reason is not None and reason in ("lost", "drain"):
                 if observer is not None:
                     observer.turn_abandoned(key, reason)
                 if reason == "drain":
