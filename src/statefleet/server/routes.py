@@ -1,0 +1,143 @@
+"""The conversation routes: send a message (JSON, SSE or fire-and-forget), read and delete a conversation."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from .. import errors
+from .._validation import DEFAULT_TENANT
+from ..agent import DOUBLE_TEXTING_POLICIES
+from ..store.base import JSONObject
+from ..turns import Engine, TurnResult
+from . import sse
+from ._http import SSE_HEADERS, dumps, header, parse_json_object, query, read_body, send_json
+from ._http import check_json_content_type as check_json
+from ._state import ServerState
+from ._types import Receive, Scope, Send
+from .errors import Draining
+
+log = logging.getLogger(__name__)
+
+_TRUE = frozenset(("true", "1", "yes"))
+_FALSE = frozenset(("false", "0", "no"))
+_REPLAYED = [(b"idempotent-replayed", b"true")]
+
+
+def tenant_of(scope: Scope) -> str:
+    """The X-Tenant header (validated by the engine; an empty one is an error), or the default tenant."""
+    tenant = header(scope, b"x-tenant")
+    return DEFAULT_TENANT if tenant is None else tenant
+
+
+def message_fields(body: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """(text, metadata, double_texting) of a message body; type checks beyond presence are the engine's."""
+    if "text" not in body:
+        raise errors.InvalidMessage("field 'text' is required, e.g. {\"text\": \"hello\"}")
+    policy = body.get("double_texting")
+    if policy is not None and (not isinstance(policy, str) or policy not in DOUBLE_TEXTING_POLICIES):
+        raise errors.InvalidMessage(f"double_texting {policy!r} must be enqueue, reject or interrupt")
+    return body["text"], body.get("metadata"), policy
+
+
+def error_data(exc: BaseException) -> JSONObject:
+    if not isinstance(exc, errors.StatefleetError):
+        log.error("turn failed unexpectedly", exc_info=exc)
+        exc = errors.StatefleetError("internal error; see the server log")
+    return {"error": {"code": exc.code, "message": str(exc)}}
+
+
+class ConversationRoutes:
+    """``/v1/conversations/{id}`` and ``/v1/conversations/{id}/messages``."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    async def post_message(self, scope: Scope, receive: Receive, send: Send, conversation_id: str) -> None:
+        state = self.state
+        if state.draining:
+            raise Draining("this instance is draining; send the message again (another instance will take it)")
+        engine = state.engine
+        tenant = tenant_of(scope)
+        engine.conversation_key(conversation_id, tenant)  # 400 before the body is read
+        check_json(scope)
+        body = parse_json_object(await read_body(scope, receive, state.settings.max_body_bytes))
+        text, metadata, policy = message_fields(body)
+        wait = _wait_param(scope)
+        options: dict[str, Any] = {
+            "tenant": tenant,
+            "metadata": metadata,
+            "idempotency_key": header(scope, b"idempotency-key"),
+            "double_texting": policy,
+            "timeout": state.settings.turn_timeout,
+        }
+        if not wait:
+            message_id, _reply = await engine.submit(conversation_id, text, **options)
+            await send_json(send, 202, dumps({"conversation_id": conversation_id, "message_id": message_id}))
+        elif "text/event-stream" in (header(scope, b"accept") or ""):
+            await self._stream_reply(engine, send, conversation_id, text, options)
+        else:
+            result = await engine.send(conversation_id, text, **options)
+            await send_json(send, 200, dumps(result.to_json()), _REPLAYED if result.duplicate else None)
+
+    async def _stream_reply(
+        self, engine: Engine, send: Send, conversation_id: str, text: Any, options: dict[str, Any]
+    ) -> None:
+        """Tokens as the handler emits them, then the reply, then ``done``; errors after the start as events."""
+        queue: asyncio.Queue[JSONObject | None] = asyncio.Queue()
+        message_id, reply = await engine.submit(conversation_id, text, on_event=queue.put_nowait, **options)
+        reply.add_done_callback(lambda _task: queue.put_nowait(None))
+        headers = [*SSE_HEADERS, (b"x-message-id", message_id.encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        finished = False
+        while not finished:
+            event = await queue.get()
+            chunks: list[bytes] = []
+            while True:  # coalesce the tokens already waiting into one write
+                if event is None:
+                    finished = True
+                    break
+                chunks.append(_token(event))
+                if queue.empty():
+                    break
+                event = queue.get_nowait()
+            if chunks:
+                await send({"type": "http.response.body", "body": b"".join(chunks), "more_body": True})
+        await send({"type": "http.response.body", "body": _ending(reply), "more_body": False})
+
+    async def get_conversation(self, scope: Scope, receive: Receive, send: Send, conversation_id: str) -> None:
+        conversation = await self.state.engine.get(conversation_id, tenant_of(scope))
+        if conversation is None:
+            raise errors.ConversationNotFound(f"conversation {conversation_id!r} does not exist (or expired)")
+        await send_json(send, 200, dumps(conversation.to_json()))
+
+    async def delete_conversation(self, scope: Scope, receive: Receive, send: Send, conversation_id: str) -> None:
+        if not await self.state.engine.delete(conversation_id, tenant_of(scope)):
+            raise errors.ConversationNotFound(f"conversation {conversation_id!r} does not exist (or expired)")
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+def _wait_param(scope: Scope) -> bool:
+    value = query(scope).get("wait")
+    if value is None or value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise errors.StatefleetClientError(f"query parameter wait={value!r} must be true or false")
+
+
+def _token(event: JSONObject) -> bytes:
+    return sse.frame("token", {k: v for k, v in event.items() if k != "type"})
+
+
+def _ending(reply: asyncio.Task[TurnResult]) -> bytes:
+    if reply.cancelled():
+        data = error_data(errors.Overloaded("this instance stopped before the reply; retry with the same "
+                                            "Idempotency-Key to get it"))
+        return sse.frame("error", data) + sse.frame("done", {})
+    exc = reply.exception()
+    if exc is not None:
+        return sse.frame("error", error_data(exc)) + sse.frame("done", {})
+    return sse.frame("reply", reply.result().to_json()) + sse.frame("done", {})

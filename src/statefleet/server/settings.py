@@ -1,0 +1,43 @@
+"""How the HTTP server behaves: limits, timings and how it presents itself in the fleet."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError
+from ..turns import EngineSettings
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Settings of one HTTP server; the engine it runs has its own ``EngineSettings``."""
+
+    #: How the engine runs turns.
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    #: Largest request body (bytes) read; larger bodies get 413 without being buffered.
+    max_body_bytes: int = 128 * 1024
+    #: How long (s) a request waits for its reply before 504 (the message is still processed).
+    turn_timeout: float = 300.0
+    #: On shutdown, how long (s) running turns may take before they are handed back to the fleet.
+    drain_timeout: float = 25.0
+    #: How often (s) ``/events`` streams look for new events in the store.
+    events_poll_interval: float = 0.025
+    #: A comment is sent on idle event streams this often (s), so proxies keep them open.
+    heartbeat_interval: float = 15.0
+    #: Seconds in the ``Retry-After`` header of 503 answers.
+    retry_after: int = 1
+    #: How long (s) ``/readyz`` waits for the store to answer a ping.
+    ready_timeout: float = 2.0
+    #: The address peers reach this instance at (host:port); None: the address the request came in on.
+    advertise_address: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("turn_timeout", "drain_timeout", "events_poll_interval", "heartbeat_interval",
+                     "ready_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(f"server setting {name}={value!r} must be a positive number of seconds")
+        for name in ("max_body_bytes", "retry_after"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"server setting {name}={value!r} must be a positive int")
