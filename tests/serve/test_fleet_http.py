@@ -49,6 +49,10 @@ async def test_50_conversations_x_20_turns_alternating_instances_keep_continuity
         for n in range(0, 50, 7):
             conv = (await client.get(f"{b.url}/v1/conversations/user-{n}")).json()
             assert conv["turns"] == 20 and conv["state"] == {"n": 20}
+        # and each instance sees the whole fleet in the shared registry
+        fleet = (await client.get(f"{a.url}/v1/fleet")).json()
+        assert [i["address"] for i in fleet["instances"]] == [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"]
+        assert fleet["backlog"] == 0
 
 
 @pytest.mark.parametrize("backend", ["redis"], indirect=True)

@@ -81,8 +81,9 @@ async def test_delete(client: httpx.AsyncClient) -> None:
 async def test_probes_and_fleet(client: httpx.AsyncClient, app: StatefleetApp) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     assert (await client.get("/readyz")).json() == {"status": "ready"}
-    instances = (await client.get("/v1/fleet")).json()["instances"]
-    assert len(instances) == 1
+    fleet = (await client.get("/v1/fleet")).json()
+    instances = fleet["instances"]
+    assert len(instances) == 1 and fleet["backlog"] == 0
     me = instances[0]
     assert me["id"] == app.engine.instance_id and me["version"] == "v1" and me["in_flight"] == 0
     assert me["address"] == f"127.0.0.1:{client.base_url.port}" and me["started_at"] > 0

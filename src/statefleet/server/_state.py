@@ -50,6 +50,7 @@ class ServerState:
             source = self._store_source
             store = await open_store(source) if isinstance(source, str) else source
             engine = Engine(self.agent, store, self.settings.engine)
+            engine.address = self.settings.advertise_address
             await engine.start()
             self.started_at = time.time()
             self._engine = engine

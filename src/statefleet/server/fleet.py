@@ -1,6 +1,7 @@
-"""What this server tells about the fleet at ``/v1/fleet``.
+"""What this server tells about the fleet at ``/v1/fleet``: every live instance, from the store's registry.
 
-For now only this instance; the store-backed registry of every instance replaces ``fleet_instances``.
+Each engine refreshes its own entry (id, agent, version, address, in-flight turns, waiting callers,
+draining, heartbeat); this instance's entry is taken live, the others as last registered.
 """
 
 from __future__ import annotations
@@ -8,19 +9,6 @@ from __future__ import annotations
 from ..store.base import JSONObject
 from ..turns import Engine
 from ._types import Scope
-
-
-def instance_info(engine: Engine, address: str | None, started_at: float) -> JSONObject:
-    """This instance as the fleet sees it."""
-    return {
-        "id": engine.instance_id,
-        "agent": engine.agent.name,
-        "version": engine.agent.version,
-        "address": address,
-        "in_flight": engine.in_flight,
-        "draining": engine.draining,
-        "started_at": started_at,
-    }
 
 
 def request_address(scope: Scope) -> str | None:
@@ -31,6 +19,11 @@ def request_address(scope: Scope) -> str | None:
     return f"{server[0]}:{server[1]}"
 
 
-async def fleet_instances(engine: Engine, address: str | None, started_at: float) -> list[JSONObject]:
-    """Every instance of the fleet (today: this one)."""
-    return [instance_info(engine, address, started_at)]
+async def fleet_instances(engine: Engine, address: str | None) -> JSONObject:
+    """Every live instance of the fleet, this one first, and the fleet-wide inbox backlog."""
+    if engine.address is None:
+        engine.address = address
+    me = engine.info()
+    others = [i for i in await engine.store.instances() if i.get("id") != engine.instance_id]
+    others.sort(key=lambda i: (str(i.get("version")), str(i.get("id"))))
+    return {"instances": [me, *others], "backlog": await engine.store.backlog()}

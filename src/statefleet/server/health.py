@@ -44,8 +44,7 @@ class HealthRoutes:
     async def fleet(self, scope: Scope, receive: Receive, send: Send, _id: str) -> None:
         state = self.state
         address = state.settings.advertise_address or request_address(scope)
-        instances = await fleet_instances(state.engine, address, state.started_at)
-        await send_json(send, 200, dumps({"instances": instances}))
+        await send_json(send, 200, dumps(await fleet_instances(state.engine, address)))
 
     async def openapi(self, scope: Scope, receive: Receive, send: Send, _id: str) -> None:
         await send_json(send, 200, self._openapi)

@@ -113,15 +113,22 @@ SCHEMAS: dict[str, Any] = {
             "agent": _STRING,
             "version": _STRING,
             "address": {"type": ["string", "null"], "description": "host:port peers reach it at."},
-            "in_flight": {"type": "integer", "minimum": 0},
+            "in_flight": {"type": "integer", "minimum": 0, "description": "Turns running there now."},
+            "waiting": {"type": "integer", "minimum": 0, "description": "Requests waiting for a reply there."},
             "draining": {"type": "boolean"},
             "started_at": {"type": "number"},
+            "heartbeat_at": {"type": "number", "description": "When the instance last registered (unix s)."},
+            "stats": {"type": "object", "description": "Counters: committed, failed, takeovers, fenced."},
         },
     },
     "Fleet": {
         "type": "object",
-        "required": ["instances"],
-        "properties": {"instances": {"type": "array", "items": _ref("Instance")}},
+        "required": ["instances", "backlog"],
+        "properties": {
+            "instances": {"type": "array", "items": _ref("Instance"), "description": "This instance first."},
+            "backlog": {"type": "integer", "minimum": 0,
+                        "description": "Messages accepted fleet-wide and not yet committed."},
+        },
     },
 }
 

@@ -63,7 +63,7 @@ def build_app(options: ServeOptions) -> StatefleetApp:
     settings = ServerSettings(
         engine=EngineSettings(lease_ttl=options.lease_ttl),
         drain_timeout=options.drain_timeout,
-        advertise_address=options.advertise,
+        advertise_address=options.advertise or (f"{options.host}:{options.port}" if options.port else None),
     )
     return create_app(agent, options.store, settings)
 
