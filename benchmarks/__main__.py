@@ -14,7 +14,7 @@ RESULTS = Path(__file__).with_name("results")
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
-    parser.add_argument("which", nargs="?", default="all", choices=["engine", "http", "all"])
+    parser.add_argument("which", nargs="?", default="all", choices=["engine", "http", "asgi", "all"])
     parser.add_argument("--quick", action="store_true", help="short runs (smoke check, not for figures)")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
@@ -30,6 +30,10 @@ def main() -> None:
         from . import http
 
         report("http", {**meta, **http.run(quick=args.quick)})
+    if args.which in ("asgi", "all"):
+        from . import asgi_servers
+
+        report("asgi_servers", {**meta, **asgi_servers.run(quick=args.quick)})
 
 
 def report(name: str, result: dict[str, object]) -> None:

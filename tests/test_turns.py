@@ -223,6 +223,7 @@ async def test_stream_yields_tokens_then_the_reply(engine: Engine) -> None:
         ({"tenant": "a:b"}, InvalidConversationId),
         ({"text": ""}, InvalidMessage),
         ({"text": 42}, InvalidMessage),
+        ({"text": "lone \ud800 surrogate"}, InvalidMessage),
         ({"text": "x" * (64 * 1024 + 1)}, MessageTooLarge),
         ({"metadata": ["not", "an", "object"]}, InvalidMessage),
         ({"metadata": {"bad": object()}}, InvalidMessage),

@@ -37,22 +37,31 @@ def check_message(
         raise InvalidMessage(f"message text must be a string, not {type(text).__name__}")
     if not text.strip():
         raise InvalidMessage("message text must not be empty")
+    try:
+        encoded = text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidMessage("message text is not valid Unicode (it has a lone surrogate)") from None
     if metadata is None:
         metadata = {}
     if not isinstance(metadata, dict):
         raise InvalidMessage(f"message metadata must be a JSON object, not {type(metadata).__name__}")
-    try:
-        meta_json = json.dumps(metadata, separators=(",", ":"), sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidMessage(f"message metadata is not JSON-serializable: {exc}") from None
-    size = len(text.encode("utf-8", "surrogatepass")) + (len(meta_json) if metadata else 0)
+    size = len(encoded)
+    meta_json = b""
+    if metadata:
+        try:
+            meta_json = json.dumps(
+                metadata, separators=(",", ":"), sort_keys=True, allow_nan=False, ensure_ascii=False
+            ).encode("utf-8")
+        except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+            raise InvalidMessage(f"message metadata is not JSON-serializable: {exc}") from None
+        size += len(meta_json)
     if size > max_bytes:
         raise MessageTooLarge(f"message is {size} bytes; the limit is {max_bytes} bytes (text + metadata)")
-    if idempotency_key is not None and (
-        not isinstance(idempotency_key, str) or not IDEMPOTENCY_KEY.match(idempotency_key)
-    ):
+    if idempotency_key is None:
+        return text, metadata, None, ""
+    if not isinstance(idempotency_key, str) or not IDEMPOTENCY_KEY.match(idempotency_key):
         raise InvalidMessage("idempotency key must be 1-255 printable ASCII characters without spaces")
-    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8)
-    if metadata:
-        digest.update(meta_json.encode())
+    # Tells a retry (same text and metadata) from a reused key (different message).
+    digest = hashlib.blake2b(encoded, digest_size=8)
+    digest.update(meta_json)
     return text, metadata, idempotency_key, digest.hexdigest()

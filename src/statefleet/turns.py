@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -237,6 +238,9 @@ class Engine:
         self._background: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._in_flight = 0
+        #: Message ids are this engine's random prefix and a counter: unique fleet-wide, cheap to make.
+        self._id_prefix = uuid.uuid4().hex[:16]
+        self._id_counter = itertools.count(1)
         self._accepting = False
         self._started = False
         #: host:port other instances reach this one at (set by the server); None for in-process engines.
@@ -318,6 +322,9 @@ class Engine:
 
     # -- public API ----------------------------------------------------------------------------------------
 
+    def _next_message_id(self) -> str:
+        return f"{self._id_prefix}{next(self._id_counter):08x}"
+
     def conversation_key(self, conversation_id: str, tenant: str = DEFAULT_TENANT) -> ConversationKey:
         return ConversationKey(check_tenant(tenant), check_conversation_id(conversation_id))
 
@@ -356,7 +363,7 @@ class Engine:
             )
         if self._in_flight >= self.settings.max_in_flight:
             raise errors.Overloaded(f"this instance is at its limit of {self.settings.max_in_flight} turns in flight")
-        message = InboundMessage(uuid.uuid4().hex, text, metadata, idempotency_key, time.time(), fingerprint)
+        message = InboundMessage(self._next_message_id(), text, metadata, idempotency_key, time.time(), fingerprint)
         self._in_flight += 1
         waiter: asyncio.Future[JSONObject] = asyncio.get_running_loop().create_future()
         self._waiters[message.id] = waiter
@@ -373,7 +380,7 @@ class Engine:
             if kind is AcceptKind.LEASED:
                 assert acceptance.work is not None
                 self._start_drive(acceptance.work)
-                result = await self._wait(key, message.id, waiter, timeout, poll_store=False)
+                result = await self._await_own(message.id, waiter, timeout)
             elif kind is AcceptKind.QUEUED:
                 if policy == "interrupt":
                     self._interrupt_local(key)
@@ -467,6 +474,18 @@ class Engine:
 
     # -- waiting for results -------------------------------------------------------------------------------
 
+    async def _await_own(
+        self, message_id: str, waiter: asyncio.Future[JSONObject], timeout: float | None
+    ) -> JSONObject:
+        """The result of a message this engine leased at accept: its own drive resolves (or fails) the future."""
+        if timeout is None:
+            return await waiter
+        timer = asyncio.get_running_loop().call_later(timeout, _expire, waiter, message_id, timeout)
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
+
     async def _wait(
         self,
         key: ConversationKey,
@@ -523,8 +542,10 @@ class Engine:
             if local is not None:
                 step = 0.5 if remaining is None else min(0.5, remaining)
                 done, _ = await asyncio.wait([local], timeout=step)
-                if done:
+                if done and not local.cancelled() and local.exception() is None:
                     return self._to_result(key, original, local.result(), duplicate=True)
+                if done:  # the original caller went away or lost the lease: read the receipt instead
+                    await asyncio.sleep(delay)
             else:
                 await asyncio.sleep(delay if remaining is None else min(delay, remaining))
                 delay = min(delay * 1.5, 0.05)
@@ -580,8 +601,13 @@ class Engine:
                 if commit is None:  # lease lost or draining: nothing to write
                     return
                 try:
-                    outcome = await asyncio.shield(self.store.commit(work.lease, commit, limits=self.limits))
+                    outcome = await self.store.commit(work.lease, commit, limits=self.limits)
                 except asyncio.CancelledError:
+                    # Only stop() cancels a drive. The commit may or may not have landed: the caller's retry
+                    # with its Idempotency-Key finds out, never running the turn twice.
+                    self._fail_waiter(work.message.id, errors.LeaseLost(
+                        f"instance stopped while committing a turn of conversation {key.id!r}; retry with the "
+                        "same Idempotency-Key to get its result"))
                     if running.cancel_reason != "drain":
                         raise
                     return
@@ -612,8 +638,9 @@ class Engine:
                     await self.store.release(work.lease)
                     self.stats.handed_back += 1
                     return
-        except Exception:
+        except Exception as exc:
             log.exception("turn loop of conversation %r crashed; its lease will be taken over", str(key))
+            self._fail_waiter(running.message_id, errors.TurnFailed(f"internal error running the turn: {exc!r}"))
         finally:
             if self._running.get(key) is running:
                 del self._running[key]
@@ -844,6 +871,13 @@ class Engine:
             )
             self._start_drive(work)
         return taken
+
+
+def _expire(waiter: asyncio.Future[JSONObject], message_id: str, timeout: float) -> None:
+    if not waiter.done():
+        waiter.set_exception(errors.TurnTimeout(
+            f"no reply to message {message_id!r} within {timeout} s; it stays accepted and will be processed — "
+            "retry with the same Idempotency-Key to get its result"))
 
 
 class _EventPublisher:

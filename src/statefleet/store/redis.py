@@ -20,6 +20,7 @@ import time
 from importlib import resources
 from typing import Any, NamedTuple, cast
 
+import orjson
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.connection import SSLConnection
@@ -67,7 +68,15 @@ _DOWN = (
     OSError,
 )
 _EVENT_ID = re.compile(r"\d+(-\d+)?")
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
+_slow_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _dumps(value: Any) -> str:
+    """Compact JSON: orjson on the hot path; the standard library for what orjson refuses (lone surrogates)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return _slow_dumps(value)
 
 
 @functools.cache

@@ -1,0 +1,154 @@
+"""Benchmarks of the load tester itself: ``python -m benchmarks.loadtester [capacity|soak|llm|all] [--quick]``.
+
+- **capacity**: one tester process against one ``statefleet serve`` of a no-op agent (memory store), with
+  the history check after every turn (2 requests per turn) and with only the final check. Floor: 3,000 turns/s
+  from one process; the tester's own CPU use is reported (on a 2-core machine the server shares the CPUs).
+- **soak**: the issue's schedule — two instances on Redis, one SIGKILLed every 15 s (and restarted) for
+  2 minutes: 0 lost, 0 duplicated, 0 reordered; recovery time per kill. (The suite runs a shorter version.)
+- **llm**: 5,000 concurrent streaming conversations through ``examples/llm_agent.py`` on one instance with the
+  mock LLM (1 s replies, 30 tokens); TTFT p99 seen by the users against the mock's own time to first token.
+
+Results go to benchmarks/results/loadtester.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ._servers import free_port, redis_server
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).with_name("results")
+NOOP = ROOT / "tests" / "loadtest" / "agents.py"
+FLOOR_TURNS_PER_S = 3000
+
+
+@contextmanager
+def serve(agent: str, store: str, env: dict[str, str] | None = None, lease_ttl: str = "1") -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "statefleet", "serve", agent, "--store", store, "--port",
+                             str(port), "--lease-ttl", lease_ttl, "--log-level", "warning"],
+                            env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait(url + "/readyz")
+        yield url
+    finally:
+        from statefleet.loadtest import _procs
+
+        for pid in {proc.pid, *_procs.find_listening(port)}:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        proc.wait(10)
+
+
+def _wait(url: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{url} did not come up")
+
+
+def loadtest(*args: str) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "r.json"
+        done = subprocess.run([sys.executable, "-m", "statefleet", "loadtest", *args, "--json", str(out), "--quiet"],
+                              capture_output=True, text=True)
+        if not out.exists():
+            raise SystemExit(done.stdout + done.stderr)
+        print(done.stdout)
+        return dict(json.loads(out.read_text()))
+
+
+def _summary(result: dict[str, Any]) -> dict[str, Any]:
+    return {"turns": result["totals"]["turns"], "turns_per_s": result["totals"]["turns_per_s"],
+            "failed_turns": result["totals"]["failed_turns"], "retries": result["totals"]["retries"],
+            "latency_ms": result["latency_ms"], "ttft_ms": result["ttft_ms"], "continuity": {
+                k: result["continuity"][k] for k in ("lost", "duplicated", "reordered", "stale")},
+            "tester_cpu_percent": result["tester"]["cpu_percent"], "tester_saturated": result["tester"]["saturated"]}
+
+
+def capacity(quick: bool) -> dict[str, Any]:
+    seconds = "5s" if quick else "15s"
+    out: dict[str, Any] = {}
+    with serve(f"{NOOP}:agent", "memory://") as url:
+        for label, verify in (("verify_every_turn", "1"), ("final_check_only", "0")):
+            result = loadtest(url, "--conversations", "100", "--turns", "20", "--duration", seconds,
+                              "--verify-every", verify)
+            out[label] = _summary(result)
+    best = max(v["turns_per_s"] for v in out.values())
+    out["floor_turns_per_s"] = FLOOR_TURNS_PER_S
+    out["ratio_to_floor"] = round(best / FLOOR_TURNS_PER_S, 2)
+    return out
+
+
+def soak(quick: bool) -> dict[str, Any]:
+    with redis_server() as redis, serve(f"{NOOP}:agent", redis) as a, serve(f"{NOOP}:agent", redis) as b:
+        duration, every = ("40s", "10s") if quick else ("120s", "15s")
+        result = loadtest(a, b, "--conversations", "50", "--turns", "10", "--think", "100ms", "--stream-ratio",
+                          "0.3", "--duration", duration, "--chaos", f"kill:{redis}@every={every},restart=0.3s",
+                          "--report", str(RESULTS / "loadtester-soak.html"))
+    return {**_summary(result), "kills": [{"t": e["t"], "recovery_s": e["recovery_s"]} for e in result["timeline"]]}
+
+
+def llm(quick: bool) -> dict[str, Any]:
+    users, duration = ("1000", "20s") if quick else ("5000", "60s")
+    mock_port = free_port()
+    mock = subprocess.Popen([sys.executable, "-m", "statefleet", "mock-llm", "--port", str(mock_port), "--ttft",
+                             "100ms", "--tokens-per-s", str(29 / 0.9), "--reply-tokens", "30"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait(f"http://127.0.0.1:{mock_port}/healthz")
+        env = {"OPENAI_BASE_URL": f"http://127.0.0.1:{mock_port}/v1"}
+        with serve(f"{ROOT / 'examples' / 'llm_agent.py'}:agent", "memory://", env) as url:
+            result = loadtest(url, "--conversations", users, "--turns", "5", "--think", "5s", "--stream-ratio", "1",
+                              "--profile", f"ramp:0..{users}/10s", "--duration", duration, "--timeout", "60s")
+    finally:
+        mock.kill()
+        mock.wait()
+    summary = _summary(result)
+    summary["mock_ttft_ms"] = 100.0
+    summary["ttft_p99_over_mock_ms"] = round(result["ttft_ms"]["p99"] - 100.0, 1)
+    summary["errors_by_kind"] = result["errors_by_kind"]
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.loadtester")
+    parser.add_argument("which", nargs="?", default="capacity", choices=["capacity", "soak", "llm", "all"])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "loadtester.json"
+    results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    results.update({"when": time.strftime("%Y-%m-%d %H:%M:%S"), "python": platform.python_version(),
+                    "cpus": os.cpu_count()})
+    for name, fn in (("capacity", capacity), ("soak", soak), ("llm", llm)):
+        if args.which in (name, "all"):
+            results[name] = fn(args.quick)
+            print(f"== {name}\n{json.dumps(results[name], indent=2)}")
+    path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
