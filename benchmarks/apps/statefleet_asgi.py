@@ -1,4 +1,4 @@
-"""The statefleet ASGI app (echo agent, window 5) for any ASGI server: ``<server> benchmarks.apps.statefleet_asgi:app``."""
+"""The statefleet ASGI app (echo agent, window 5) for any ASGI server: ``<server> ...statefleet_asgi:app``."""
 
 from __future__ import annotations
 
