@@ -65,17 +65,17 @@ class IdempotencyKeyReused(StatefleetClientError):
     status = 422
 
 
-class InvalidStoreUrl(StatefleetError):
-    """A store URL has an unknown scheme or a malformed form."""
-
-    code = "invalid_store_url"
-    status = 500
-
-
 class ConfigError(StatefleetError):
     """A setting has an invalid value."""
 
     code = "config_error"
+    status = 500
+
+
+class InvalidStoreUrl(ConfigError):
+    """A store URL has an unknown scheme or a malformed form."""
+
+    code = "invalid_store_url"
     status = 500
 
 

@@ -131,6 +131,10 @@ class StatefleetApp:
             if message["type"] == "lifespan.startup":
                 try:
                     await self.startup()
+                except errors.StatefleetError as exc:
+                    log.error("startup failed: %s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
                 except Exception as exc:
                     log.exception("startup failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})

@@ -25,6 +25,7 @@ from types import FrameType
 import uvicorn
 
 from .._loading import load_agent
+from ..store import check_store_url
 from ..turns import EngineSettings
 from .app import StatefleetApp, create_app
 from .settings import ServerSettings
@@ -157,6 +158,7 @@ def _worker_main(options: ServeOptions, sock: socket.socket) -> None:
 def run(options: ServeOptions) -> int:
     """Serve ``options.app``; returns the exit code."""
     load_agent(options.app)  # fail fast, with a clear message, before binding anything
+    check_store_url(options.store)
     if options.workers == 1:
         return run_worker(options)
     sock = socket.socket(socket.AF_INET6 if ":" in options.host else socket.AF_INET)

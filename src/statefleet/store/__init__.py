@@ -42,6 +42,7 @@ __all__ = [
     "RenewOutcome",
     "Store",
     "TurnCommit",
+    "check_store_url",
     "WorkItem",
     "open_store",
     "redact_url",
@@ -57,16 +58,30 @@ def redact_url(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-async def open_store(url: str) -> Store:
-    """Open the store at ``url`` and check that it answers.
+SCHEMES = ("memory", "sqlite", "redis", "rediss", "unix")
 
-    >>> store = await open_store("sqlite:///.statefleet/state.db")  # relative; sqlite:////abs/path.db
-    """
+
+def check_store_url(url: object) -> str:
+    """``url`` if its scheme names a store; else ``InvalidStoreUrl`` saying which schemes exist."""
     if not isinstance(url, str) or "://" not in url:
         raise InvalidStoreUrl(
             f"store URL {url!r} has no scheme; use memory://, sqlite:///path/state.db or redis://host:port/0"
         )
     scheme = url.split("://", 1)[0].lower()
+    if scheme not in SCHEMES:
+        raise InvalidStoreUrl(
+            f"unknown store scheme {scheme!r} in {redact_url(url)!r}; "
+            "use memory://, sqlite:///path/state.db, redis:// or rediss://"
+        )
+    return url
+
+
+async def open_store(url: str) -> Store:
+    """Open the store at ``url`` and check that it answers.
+
+    >>> store = await open_store("sqlite:///.statefleet/state.db")  # relative; sqlite:////abs/path.db
+    """
+    scheme = check_store_url(url).split("://", 1)[0].lower()
     store: Store
     if scheme == "memory":
         from .memory import MemoryStore
