@@ -42,8 +42,8 @@ __all__ = [
     "RenewOutcome",
     "Store",
     "TurnCommit",
-    "check_store_url",
     "WorkItem",
+    "check_store_url",
     "open_store",
     "redact_url",
 ]
