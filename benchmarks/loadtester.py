@@ -103,12 +103,14 @@ def capacity(quick: bool) -> dict[str, Any]:
 
 
 def soak(quick: bool) -> dict[str, Any]:
-    with redis_server() as redis, serve(f"{NOOP}:agent", redis) as a, serve(f"{NOOP}:agent", redis) as b:
+    agent = f"{NOOP}:agent"
+    with redis_server() as redis, serve(agent, redis) as a, serve(agent, redis) as b:
         duration, every = ("40s", "10s") if quick else ("120s", "15s")
         result = loadtest(a, b, "--conversations", "50", "--turns", "10", "--think", "100ms", "--stream-ratio",
                           "0.3", "--duration", duration, "--chaos", f"kill:{redis}@every={every},restart=0.3s",
                           "--report", str(RESULTS / "loadtester-soak.html"))
-    return {**_summary(result), "kills": [{"t": e["t"], "recovery_s": e["recovery_s"]} for e in result["timeline"]]}
+    kills = [{"t": e["t"], "recovery_s": e["recovery_s"]} for e in result["timeline"]]
+    return {**_summary(result), "errors_by_kind": result["errors_by_kind"], "kills": kills}
 
 
 def llm(quick: bool) -> dict[str, Any]:

@@ -95,6 +95,56 @@ def say(client: httpx.Client, instance: Instance, user: str, text: str, key: str
     return dict(response.json())
 
 
+#: Seconds of load in the demo's load phase, and when instance A is killed in it.
+LOAD_SECONDS = 20.0
+KILL_AT = 7.0
+
+
+def load_phase(a: Instance, b: Instance, workdir: Path) -> list[str]:
+    """~20 s of conversation-aware load on both instances, A killed (SIGKILL) and restarted mid-run."""
+    from .loadtest import _procs
+    from .loadtest.chaos import ChaosSpec
+    from .loadtest.report import write_report
+    from .loadtest.result import build_result
+    from .loadtest.runner import LoadTest, RunOptions
+    from .loadtest.workload import Profile, Think, Workload
+
+    print(f"\nLoad: 30 users, 8-turn conversations over both instances for {LOAD_SECONDS:.0f} s; "
+          f"instance A is killed (SIGKILL) at {KILL_AT:.0f} s and started again…")
+    workload = Workload(targets=(a.url, b.url), duration=LOAD_SECONDS, turns=8, think=Think(0.2),
+                        profile=Profile.constant(30), stream_ratio=0.3, run_id=f"demo{uuid.uuid4().hex[:6]}")
+    chaos = (ChaosSpec.parse(f"kill:port={a.port}@after={KILL_AT}s,restart=0.2s,times=1"),)
+    try:
+        outcome = LoadTest(workload, RunOptions(chaos=chaos, quiet=True, logdir=workdir, grace=10)).run()
+    finally:
+        # The chaos restarted A as a child of this process; stop it with the others.
+        for pid in _procs.find_listening(a.port):
+            if pid != a.proc.pid:
+                os.kill(pid, signal.SIGTERM)
+    result = build_result(workload, outcome, [c.text for c in chaos])
+    report = write_report(result, Path(tempfile.gettempdir()) / f"statefleet-demo-{workload.run_id}.html")
+    totals, latency = result["totals"], result["latency_ms"]
+    bad = sum(totals[k] for k in ("lost", "duplicated", "reordered", "stale"))
+    continuity = 100 * (1 - bad / max(1, totals["turns"]))
+    recoveries = [e["recovery_s"] for e in result["timeline"] if e["ok"]]
+    print(f"  {totals['turns']:,} turns, {totals['turns_per_s']:,.0f} turns/s, p99 {latency['p99']:.0f} ms, "
+          f"continuity {continuity:.2f}% (lost {totals['lost']}, duplicated {totals['duplicated']}, "
+          f"reordered {totals['reordered']}), failed turns {totals['failed_turns']}, retries {totals['retries']}")
+    for event in result["timeline"]:
+        recovery = event["recovery_s"]
+        print(f"  t={event['t']:.1f} s {event['action']} pid {event['pid']}: "
+              + (f"recovered in {recovery:.1f} s" if recovery is not None else f"not recovered ({event['detail']})"))
+    print(f"  report: {report}")
+    problems = []
+    if bad:
+        problems.append(f"load phase: continuity {continuity:.2f}%: {result['continuity']['examples'][:3]}")
+    if totals["failed_turns"]:
+        problems.append(f"load phase: {totals['failed_turns']} turns failed: {result['errors_by_kind']}")
+    if not recoveries or None in recoveries:
+        problems.append(f"load phase: the kill was not injected or not recovered from: {result['timeline']}")
+    return problems
+
+
 def run_demo(users: int = 3, keep: bool = False) -> int:
     agent = example_agent_path()
     workdir = Path(tempfile.mkdtemp(prefix="statefleet-demo-"))
@@ -143,6 +193,10 @@ def run_demo(users: int = 3, keep: bool = False) -> int:
             print(f"\n{user}'s conversation on B: {final['turns']} turns, state {final['state']}")
             if final["turns"] != rounds:
                 problems.append(f"{user} has {final['turns']} turns, expected {rounds}")
+        # A comes back (same port), then both carry load while A is killed once more mid-run.
+        a = Instance("A", agent, store, a.port, workdir)
+        a.wait_ready()
+        problems += load_phase(a, b, workdir)
     finally:
         a.stop()
         b.stop()

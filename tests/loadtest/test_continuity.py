@@ -1,0 +1,77 @@
+"""The continuity checker: silent on a correct server, and it catches a broken one."""
+
+from __future__ import annotations
+
+import pytest
+
+from statefleet.loadtest.continuity import ContinuityChecker
+from statefleet.loadtest.runner import LoadTest, RunOptions
+from statefleet.loadtest.workload import Profile, Workload
+
+from . import fake_server
+
+
+def _history(*turns: int, window: int = 100) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+    for t in turns:
+        out += [{"role": "user", "text": f"m{t}", "turn": t}, {"role": "agent", "text": f"r{t}", "turn": t}]
+    return out[-window:]
+
+
+def _checker(n: int) -> ContinuityChecker:
+    checker = ContinuityChecker("c")
+    for t in range(1, n + 1):
+        assert checker.on_reply(f"m{t}", t, f"r{t}") == []
+    return checker
+
+
+def test_a_correct_view_passes() -> None:
+    checker = _checker(4)
+    assert checker.on_view({"turns": 4, "history": _history(1, 2, 3, 4, window=5)}) == []
+    assert checker.on_view({"turns": 4, "history": _history(1, 2, 3, 4)}, final=True) == []
+
+
+def test_each_kind_is_caught() -> None:
+    assert {v.kind for v in _checker(3).on_view({"turns": 3, "history": _history(1, 3)})} == {"lost"}
+    assert {v.kind for v in _checker(3).on_view({"turns": 2, "history": _history(1, 2)})} == {"stale"}
+    assert {v.kind for v in _checker(3).on_view({"turns": 2, "history": _history(1, 2)}, final=True)} == {"lost"}
+    swapped = _history(1, 2, 3)
+    swapped[2:4], swapped[4:6] = swapped[4:6], swapped[2:4]
+    assert "reordered" in {v.kind for v in _checker(3).on_view({"turns": 3, "history": swapped})}
+    checker = _checker(2)
+    assert [v.kind for v in checker.on_reply("m3", 4, "r4")] == ["duplicated"]
+    assert [v.kind for v in _checker(3).on_reply("m4", 2, "x")] == ["duplicated"]
+    twice = [*_history(1, 2), {"role": "user", "text": "m2", "turn": 3}, {"role": "agent", "text": "r", "turn": 3}]
+    checker = _checker(2)
+    checker.on_reply("m3", 3, "r")
+    assert "duplicated" in {v.kind for v in checker.on_view({"turns": 3, "history": twice})}
+
+
+def test_a_message_given_up_on_may_commit_later() -> None:
+    checker = _checker(2)
+    checker.uncertain = 1
+    assert checker.on_view({"turns": 3, "history": _history(1, 2)}, final=True) == []
+
+
+async def _run_against(mode: str) -> dict[str, int]:
+    runner, url, _fleet = await fake_server.start(mode)
+    try:
+        workload = Workload(targets=(url,), duration=1.5, turns=10, profile=Profile.constant(8), stream_ratio=0.5)
+        outcome = await LoadTest(workload, RunOptions(quiet=True, grace=5)).run_async()
+    finally:
+        await runner.cleanup()
+    rec = outcome.recorder
+    assert rec.turns >= 50
+    return {kind: rec.continuity.get(kind, 0) for kind in ("lost", "duplicated", "reordered", "stale")}
+
+
+async def test_a_correct_server_has_no_violations() -> None:
+    assert await _run_against("ok") == {"lost": 0, "duplicated": 0, "reordered": 0, "stale": 0}
+
+
+@pytest.mark.parametrize(("mode", "kind"), [("drop_history", "lost"), ("duplicate", "duplicated"),
+                                            ("stale", "stale"), ("reorder", "reordered")])
+async def test_the_checker_catches_a_broken_server(mode: str, kind: str) -> None:
+    # Given a server that is wrong in one way, when users talk to it, then the checker reports that way.
+    counts = await _run_against(mode)
+    assert counts[kind] > 0, counts
