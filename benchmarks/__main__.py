@@ -1,4 +1,6 @@
-"""Run the benchmarks: ``python -m benchmarks [engine|http|all] [--quick]``; results go to benchmarks/results/."""
+"""Run the benchmarks: ``python -m benchmarks [engine|http|asgi|observability|all] [--quick]``.
+
+Results go to benchmarks/results/."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ RESULTS = Path(__file__).with_name("results")
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
-    parser.add_argument("which", nargs="?", default="all", choices=["engine", "http", "asgi", "all"])
+    parser.add_argument("which", nargs="?", default="all", choices=["engine", "http", "asgi", "observability", "all"])
     parser.add_argument("--quick", action="store_true", help="short runs (smoke check, not for figures)")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
@@ -34,6 +36,10 @@ def main() -> None:
         from . import asgi_servers
 
         report("asgi_servers", {**meta, **asgi_servers.run(quick=args.quick)})
+    if args.which in ("observability", "all"):
+        from . import observability
+
+        report("observability", {**meta, **observability.run(quick=args.quick)})
 
 
 def report(name: str, result: dict[str, object]) -> None:

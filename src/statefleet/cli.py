@@ -38,15 +38,17 @@ def main() -> None:
               help="host:port peers reach this instance at (default: the bound address).")
 @click.option("--log-level", envvar="STATEFLEET_LOG_LEVEL", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
+@click.option("--metrics/--no-metrics", envvar="STATEFLEET_METRICS", default=True, show_default=True,
+              help="Prometheus metrics at /metrics. Tracing follows the OTEL_* variables (off by default).")
 def serve(app: str, store: str, host: str, port: int, workers: int, drain_timeout: float, lease_ttl: float,
-          advertise: str | None, log_level: str) -> None:
+          advertise: str | None, log_level: str, metrics: bool) -> None:
     """Serve the agent APP (module:agent or path/to/file.py:agent) over HTTP, SSE and WebSocket."""
     from .server.runner import ServeOptions, run
 
     configure_logging(log_level)
     options = ServeOptions(app=app, store=store, host=host, port=port, workers=workers,
                            drain_timeout=drain_timeout, lease_ttl=lease_ttl, advertise=advertise,
-                           log_level=log_level)
+                           log_level=log_level, metrics=metrics)
     _exit(lambda: run(options))
 
 
@@ -59,6 +61,36 @@ def demo(users: int, keep: bool) -> None:
 
     configure_logging("warning")
     _exit(lambda: run_demo(users=users, keep=keep))
+
+
+@main.command()
+@click.argument("url", envvar="STATEFLEET_URL")
+@click.option("--once", is_flag=True, help="Print one snapshot and exit (rates over --interval).")
+@click.option("--interval", type=click.FloatRange(0.1, 3600), default=2.0, show_default=True,
+              help="Seconds between samples.")
+def status(url: str, once: bool, interval: float) -> None:
+    """A live view of the fleet behind URL (any instance): instances, versions, load, latency, takeovers."""
+    import httpx
+
+    from .status import run_status
+
+    try:
+        _exit(lambda: run_status(url, once=once, interval=interval))
+    except httpx.HTTPError as exc:
+        click.echo(f"statefleet: cannot read {url}/v1/fleet: {exc}", err=True)
+        sys.exit(EXIT_STARTUP)
+
+
+def _register_tool_commands() -> None:
+    # Defined in their own packages; their heavy imports wait until the command runs.
+    from .loadtest.cli import loadtest
+    from .mockllm import mock_llm
+
+    main.add_command(loadtest)
+    main.add_command(mock_llm)
+
+
+_register_tool_commands()
 
 
 def configure_logging(level: str) -> None:

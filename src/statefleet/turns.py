@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -23,7 +24,8 @@ from typing import Any
 from . import errors
 from ._validation import DEFAULT_TENANT, check_conversation_id, check_message, check_tenant
 from .agent import Agent, DoubleTexting, Turn
-from .observability.hooks import EngineObserver
+from .observability.context import TurnScope, current_turn
+from .observability.hooks import EngineObserver, MessageSpan
 from .store.base import (
     AcceptKind,
     ConversationKey,
@@ -363,7 +365,11 @@ class Engine:
             )
         if self._in_flight >= self.settings.max_in_flight:
             raise errors.Overloaded(f"this instance is at its limit of {self.settings.max_in_flight} turns in flight")
-        message = InboundMessage(self._next_message_id(), text, metadata, idempotency_key, time.time(), fingerprint)
+        message_id = self._next_message_id()
+        observer = self.observer
+        span: MessageSpan | None = None if observer is None else observer.message_received(key, message_id)
+        message = InboundMessage(message_id, text, metadata, idempotency_key, time.time(), fingerprint,
+                                 None if span is None else span.traceparent)
         self._in_flight += 1
         waiter: asyncio.Future[JSONObject] = asyncio.get_running_loop().create_future()
         self._waiters[message.id] = waiter
@@ -375,6 +381,8 @@ class Engine:
                 limits=self.limits,
             )
             kind = acceptance.kind
+            if observer is not None:
+                observer.message_accepted(kind.value)
             if on_accepted is not None and kind in _ACCEPTED:
                 on_accepted(acceptance.message_id)
             if kind is AcceptKind.LEASED:
@@ -407,6 +415,8 @@ class Engine:
             self._in_flight -= 1
             self._waiters.pop(message.id, None)
             self._listeners.pop(message.id, None)
+            if span is not None:
+                span.end(sys.exc_info()[1])
 
     async def submit(
         self,
@@ -653,7 +663,7 @@ class Engine:
         running.cancel_reason = None
         observer = self.observer
         if observer is not None:
-            observer.turn_started(key, message.id, work.attempt)
+            observer.turn_started(key, message.id, work.attempt, message.trace)
         publisher = _EventPublisher(self, key, self._listeners.get(message.id), observer, message.accepted_at)
         turn = Turn(
             conversation_id=key.id,
@@ -669,9 +679,14 @@ class Engine:
             idempotency_key=message.idempotency_key or f"{key.tenant}/{key.id}/{message.id}",
             emit_hook=publisher.publish,
         )
+        current_turn.set(TurnScope(turn, self.instance_id, observer))
         running.in_handler = True
         try:
-            await self.agent.run_handler(turn)
+            try:
+                await self.agent.run_handler(turn)
+            finally:
+                if observer is not None:
+                    observer.handler_finished(key, time.monotonic() - running.started, sys.exc_info()[1])
         except asyncio.CancelledError:
             running.in_handler = False
             reason = running.cancel_reason

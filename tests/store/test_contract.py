@@ -176,6 +176,28 @@ async def test_stale_token_is_fenced_and_writes_nothing(store: Store) -> None:
     assert view is not None and view.turns == 1 and view.state == {"last": "fresh"}
 
 
+async def test_trace_context_travels_with_the_message_through_handover_and_takeover(store: Store) -> None:
+    # Given two messages sent with W3C trace contexts (and one without), queued behind each other
+    t1 = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    t2 = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    m1 = InboundMessage(uuid.uuid4().hex, "one", {}, None, time.time(), "fp1", t1)
+    m2 = InboundMessage(uuid.uuid4().hex, "two", {}, None, time.time(), "fp2", t2)
+    m3 = msg("three")
+    acc = await accept(store, m1, owner="A")
+    await accept(store, m2, owner="A")
+    await accept(store, m3, owner="A")
+    assert acc.work is not None and acc.work.message.trace == t1
+    # When the first commits (handing the lease on) and the owner then dies
+    out = await store.commit(acc.work.lease, done(m1.id, "one"), limits=LIMITS)
+    assert out.next is not None and out.next.message.trace == t2
+    await asyncio.sleep(LIMITS.lease_ttl + 0.1)
+    work = await store.reclaim(KEY, owner="B", limits=LIMITS)
+    # Then the taker-over still sees the trace context the message was accepted with
+    assert work is not None and work.message == m2 and work.message.trace == t2
+    after = await store.commit(work.lease, done(m2.id, "two"), limits=LIMITS)
+    assert after.next is not None and after.next.message.trace is None
+
+
 async def test_reclaim_leaves_a_live_lease_alone(store: Store) -> None:
     acc = await accept(store, msg("one"), owner="A")
     assert acc.work is not None

@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import logging
+from time import perf_counter
+from typing import Any
 
 from .. import errors
 from ..agent import Agent
@@ -14,7 +16,7 @@ from ..store import Store
 from ..turns import Engine
 from ._http import send_error
 from ._state import ServerState
-from ._types import Handler, Receive, Scope, Send
+from ._types import Handler, Message, Receive, Scope, Send
 from .errors import MethodNotAllowed, RouteNotFound
 from .events import EventStream
 from .health import HealthRoutes
@@ -50,6 +52,8 @@ class StatefleetApp:
             "/v1/fleet": {"GET": health.fleet},
             "/openapi.json": {"GET": health.openapi},
         }
+        if self.state.metrics is not None:
+            self._static["/metrics"] = {"GET": health.metrics}
         # Keyed by what follows /v1/conversations/{id}: "" for the conversation itself.
         self._conversation: dict[str, dict[str, Handler]] = {
             "": {"GET": conversations.get_conversation, "DELETE": conversations.delete_conversation},
@@ -58,6 +62,9 @@ class StatefleetApp:
             "ws": {"GET": _upgrade_required},
         }
         self._retry_after = self.settings.retry_after
+        self._observed = self.state.metrics is not None or self.state.tracing
+        #: Route templates for metrics and span names: never the raw path (ids would explode cardinality).
+        self._templates = {tail: CONVERSATIONS + "{id}" + ("/" + tail if tail else "") for tail in self._conversation}
 
     @property
     def engine(self) -> Engine:
@@ -87,7 +94,61 @@ class StatefleetApp:
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
+    def route_template(self, path: str) -> str:
+        """The route ``path`` matches, with ids templated (``/v1/conversations/{id}/messages``), or ``other``."""
+        if path in self._static:
+            return path
+        if path.startswith(CONVERSATIONS):
+            _id, slash, tail = path[_PREFIX_LEN:].partition("/")
+            template = self._templates.get(tail if slash else "")
+            if template is not None:
+                return template
+        return "other"
+
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._observed:
+            await self._observed_http(scope, receive, send)
+        else:
+            await self._route_http(scope, receive, send)
+
+    async def _observed_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``_route_http`` with the request counted and timed (metrics) and as a server span (tracing)."""
+        start = perf_counter()
+        state = self.state
+        route = self.route_template(scope["path"])
+        method: str = scope["method"]
+        status = 0
+        span: Any = None
+        if state.tracer is not None:
+            from ..observability.tracing import ServerSpan
+
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
+                       if k in (b"traceparent", b"tracestate")}
+            span = ServerSpan(state.tracer, f"{method} {route}", headers, {
+                "http.request.method": method, "http.route": route, "url.path": scope["path"]})
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if span is not None:
+                    span.status(status)
+            await send(message)
+
+        error: BaseException | None = None
+        try:
+            await self._route_http(scope, receive, send_observed)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if span is not None:
+                span.end(error)
+            if state.metrics is not None:
+                # 499 (as nginx logs it): the client went away before any response started.
+                state.metrics.http_request(route, method, status or 499, perf_counter() - start)
+
+    async def _route_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         conversation_id = ""
         methods = self._static.get(path)

@@ -60,7 +60,8 @@ class EventStream:
         disconnected = asyncio.ensure_future(_wait_disconnect(receive))
         closing = asyncio.ensure_future(state.closing.wait())
         try:
-            await self._pump(send, key, after, batch, disconnected, closing)
+            with state.stream("sse"):
+                await self._pump(send, key, after, batch, disconnected, closing)
         finally:
             for task in (disconnected, closing):
                 task.cancel()

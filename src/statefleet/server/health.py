@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from .. import errors
+from ..observability.metrics import CONTENT_TYPE
 from ._http import dumps, send_json
 from ._state import ServerState
 from ._types import Receive, Scope, Send
@@ -48,3 +49,15 @@ class HealthRoutes:
 
     async def openapi(self, scope: Scope, receive: Receive, send: Send, _id: str) -> None:
         await send_json(send, 200, self._openapi)
+
+    async def metrics(self, scope: Scope, receive: Receive, send: Send, _id: str) -> None:
+        """Prometheus text exposition: this process's (every worker's) metrics and the fleet-wide gauges."""
+        metrics = self.state.metrics
+        assert metrics is not None  # the route exists only with metrics on
+        engine = self.state.engine
+        metrics.sample(engine)
+        await metrics.fleet.refresh(engine.store)
+        body = metrics.render()
+        headers = [(b"content-type", CONTENT_TYPE.encode()), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

@@ -298,6 +298,14 @@ def _paths() -> dict[str, Any]:
             "operationId": "fleet", "summary": "The instances of the fleet",
             "responses": {"200": {"description": "Instances.", "content": {JSON: {"schema": _ref("Fleet")}}}},
         }},
+        "/metrics": {"get": {
+            "operationId": "metrics", "summary": "Prometheus metrics (docs/observability.md)",
+            "responses": {
+                "200": {"description": "Text exposition format 0.0.4.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}}},
+                "404": _error("Metrics are off on this server (statefleet serve --no-metrics)."),
+            },
+        }},
         "/openapi.json": {"get": {
             "operationId": "openapi", "summary": "This document",
             "responses": {"200": {"description": "OpenAPI 3.1.", "content": {JSON: {"schema": _OBJECT}}}},

@@ -76,7 +76,8 @@ class ConversationRoutes:
             message_id, _reply = await engine.submit(conversation_id, text, **options)
             await send_json(send, 202, dumps({"conversation_id": conversation_id, "message_id": message_id}))
         elif "text/event-stream" in (header(scope, b"accept") or ""):
-            await self._stream_reply(engine, send, conversation_id, text, options)
+            with state.stream("sse"):
+                await self._stream_reply(engine, send, conversation_id, text, options)
         else:
             result = await engine.send(conversation_id, text, **options)
             await send_json(send, 200, dumps(result.to_json()), _REPLAYED if result.duplicate else None)

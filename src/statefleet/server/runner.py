@@ -3,6 +3,11 @@
 One worker is one process and one instance of the fleet. With ``--workers N`` a supervisor binds the port
 once and starts N worker processes that share it; signals go to every worker.
 
+Metrics with several workers: before starting them, the supervisor points ``PROMETHEUS_MULTIPROC_DIR`` at a
+fresh directory (or empties the one the environment names) so that every worker's prometheus_client writes
+its values there, and whichever worker answers a scrape reports the sum; as each worker exits, its live
+gauges are dropped (``mark_process_dead``). One worker keeps its metrics in memory.
+
 Drain (first SIGTERM or SIGINT): ``/readyz`` fails and new messages get 503 at once; running turns and the
 requests waiting for them get up to ``--drain-timeout`` to finish; what is still running then is handed back
 to the fleet (any other instance's sweeper takes it over); then the server closes and exits 0. A second
@@ -14,12 +19,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
@@ -51,6 +60,8 @@ class ServeOptions:
     #: host:port other instances reach this one at.
     advertise: str | None = None
     log_level: str = "info"
+    #: Export Prometheus metrics at /metrics.
+    metrics: bool = True
 
     def __repr__(self) -> str:
         from ..store import redact_url
@@ -65,6 +76,7 @@ def build_app(options: ServeOptions) -> StatefleetApp:
         engine=EngineSettings(lease_ttl=options.lease_ttl),
         drain_timeout=options.drain_timeout,
         advertise_address=options.advertise or (f"{options.host}:{options.port}" if options.port else None),
+        metrics=options.metrics,
     )
     return create_app(agent, options.store, settings)
 
@@ -155,6 +167,42 @@ def _worker_main(options: ServeOptions, sock: socket.socket) -> None:
     sys.exit(run_worker(options, sock))
 
 
+@dataclass(frozen=True)
+class MetricsDir:
+    path: Path
+    #: True when the supervisor created it (and removes it at exit).
+    owned: bool
+
+
+def prepare_multiprocess_metrics() -> MetricsDir:
+    """Point ``PROMETHEUS_MULTIPROC_DIR`` at an empty directory before any worker imports prometheus_client.
+
+    A directory the environment already names is emptied of old value files (values of an earlier run would
+    otherwise be added to this one's); else a fresh temporary one is made.
+    """
+    from ..observability.metrics import MULTIPROC_ENV
+
+    named = os.environ.get(MULTIPROC_ENV)
+    if named:
+        path = Path(named)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink(missing_ok=True)
+        return MetricsDir(path, owned=False)
+    path = Path(tempfile.mkdtemp(prefix="statefleet-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(path)
+    return MetricsDir(path, owned=True)
+
+
+def _mark_dead(pid: int, metrics_dir: MetricsDir) -> None:
+    from prometheus_client import multiprocess
+
+    try:
+        multiprocess.mark_process_dead(pid, str(metrics_dir.path))  # type: ignore[no-untyped-call]
+    except OSError:
+        log.warning("could not drop the live gauges of worker %d", pid, exc_info=True)
+
+
 def run(options: ServeOptions) -> int:
     """Serve ``options.app``; returns the exit code."""
     load_agent(options.app)  # fail fast, with a clear message, before binding anything
@@ -169,6 +217,7 @@ def run(options: ServeOptions) -> int:
         log.error("cannot bind %s:%d: %s", options.host, options.port, exc)
         return 3
     sock.set_inheritable(True)
+    metrics_dir = prepare_multiprocess_metrics() if options.metrics else None
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_worker_main, args=(options, sock), name=f"statefleet-worker-{i}")
                for i in range(options.workers)]
@@ -184,11 +233,18 @@ def run(options: ServeOptions) -> int:
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        for worker in workers:
-            worker.join()
+        running = {worker.sentinel: worker for worker in workers}
+        while running:
+            for sentinel in multiprocessing.connection.wait(list(running)):
+                worker = running.pop(sentinel)  # type: ignore[arg-type]
+                worker.join()
+                if metrics_dir is not None and worker.pid is not None:
+                    _mark_dead(worker.pid, metrics_dir)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         sock.close()
+        if metrics_dir is not None and metrics_dir.owned:
+            shutil.rmtree(metrics_dir.path, ignore_errors=True)
     codes = [worker.exitcode for worker in workers]
     return 0 if all(code == 0 for code in codes) else 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import ConfigError
 from ..turns import EngineSettings
@@ -30,6 +31,12 @@ class ServerSettings:
     ready_timeout: float = 2.0
     #: The address peers reach this instance at (host:port); None: the address the request came in on.
     advertise_address: str | None = None
+    #: Export Prometheus metrics at ``/metrics`` (see docs/observability.md).
+    metrics: bool = True
+    #: OpenTelemetry tracing: None follows the OTEL_* variables (off unless they name an exporter).
+    tracing: bool | None = None
+    #: A ``TracerProvider`` to trace with instead of one built from OTEL_* (embedding, tests); turns tracing on.
+    tracer_provider: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("turn_timeout", "drain_timeout", "events_poll_interval", "heartbeat_interval",

@@ -33,7 +33,8 @@ class WebSocketRoute:
             return
         await send({"type": "websocket.accept"})
         try:
-            await self._session(scope, receive, send, conversation_id)
+            with self.state.stream("websocket"):
+                await self._session(scope, receive, send, conversation_id)
         except OSError:  # the client went away while we were sending
             return
 

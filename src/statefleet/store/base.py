@@ -45,6 +45,8 @@ class InboundMessage:
     accepted_at: float
     #: Short hash of text+metadata, to tell a retry from a reused idempotency key.
     fingerprint: str = ""
+    #: W3C ``traceparent`` of the request that sent it (tracing on), so the trace survives a takeover.
+    trace: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -142,9 +142,10 @@ def _inbox_entry(message: InboundMessage) -> tuple[str, str]:
     key = message.idempotency_key
     kname = "" if key is None else receipt_name_for_key(key)
     receipt = "[" + _dumps(message.id) + "," + _dumps(message.fingerprint) + ","
-    body = _dumps(
-        [message.id, message.text, message.metadata, key, message.accepted_at, message.fingerprint]
-    )
+    fields = [message.id, message.text, message.metadata, key, message.accepted_at, message.fingerprint]
+    if message.trace is not None:  # older entries have no trace: ``_message`` reads both
+        fields.append(message.trace)
+    body = _dumps(fields)
     head = f"{len(message.id.encode())}:{len(kname.encode())}:{len(receipt)}:"
     return head + message.id + kname + receipt + body, kname
 
