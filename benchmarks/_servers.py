@@ -27,7 +27,7 @@ def redis_server() -> Iterator[str]:
     workdir = tempfile.mkdtemp(prefix="sf-bench-redis-")
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", workdir, "--loglevel", "warning"],
+         "--dir", workdir, "--loglevel", "warning", "--enable-debug-command", "local"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:

@@ -10,6 +10,10 @@ conversations (the engine benchmark's workload), three ways, interleaved round b
   reported as its own ratio against an ``off`` engine measured in that subprocess.
 
 The figure is the median over rounds of metrics/off; the target is ≥ 0.95 (within 5 %).
+
+And as served: ``statefleet serve --workers 2`` (echo agent) with metrics on (the default) and with
+``--no-metrics``, under the HTTP benchmark's wrk load (``-t1 -c64``, 10,000 random conversations), alternating
+round by round — the overhead a user of the server sees.
 """
 
 from __future__ import annotations
@@ -69,9 +73,29 @@ def run(quick: bool = False) -> dict[str, Any]:
                 check=True,
             )
         results["metrics_multiprocess"] = json.loads(child.stdout.splitlines()[-1])
+        results["served"] = served(url, 3.0 if quick else 10.0, 1 if quick else 3)
     results["ratio"] = results["metrics"]["ratio"]
     results["within_target"] = results["ratio"] >= results["target"]
+    results["served_within_target"] = results["served"]["ratio"] >= results["target"]
     return results
+
+
+def served(redis_url: str, seconds: float, rounds: int) -> dict[str, Any]:
+    """wrk against ``statefleet serve --workers 2``, metrics on and off, alternating; median ratio."""
+    from .http import App, apps, run_wrk, serving
+
+    base = apps(redis_url)["statefleet"]
+    variants = {"on": base, "off": App("statefleet-no-metrics", (*base.argv, "--no-metrics"), base.port)}
+    rates: dict[str, list[float]] = {"on": [], "off": []}
+    for r in range(rounds):
+        for name in (("on", "off") if r % 2 == 0 else ("off", "on")):
+            with serving(variants[name], redis_url) as app:
+                run_wrk(app, 1.0)
+                rates[name].append(run_wrk(app, seconds)["ok_per_s"])
+    ratios = [on / off for on, off in zip(rates["on"], rates["off"], strict=True)]
+    return {"on_turns_per_s": round(statistics.median(rates["on"])),
+            "off_turns_per_s": round(statistics.median(rates["off"])),
+            "ratio": round(statistics.median(ratios), 4), "ratios": [round(x, 4) for x in ratios]}
 
 
 if __name__ == "__main__":  # the multi-process variant, in a process whose prometheus_client saw the variable

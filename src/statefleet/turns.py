@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import os
 import socket
@@ -18,18 +17,23 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from time import perf_counter
 from typing import Any
 
 from . import errors
+from ._commits import cancelled, committed, failed
+from ._publisher import EventCallback, EventPublisher
+from ._results import Conversation, TurnResult, to_turn_result
+from ._settings import EngineSettings, EngineStats
 from ._validation import DEFAULT_TENANT, check_conversation_id, check_message, check_tenant
+from ._waiting import await_own, await_receipt
 from .agent import Agent, DoubleTexting, Turn
 from .observability.context import TurnScope, current_turn
 from .observability.hooks import EngineObserver, MessageSpan
 from .store.base import (
     AcceptKind,
     ConversationKey,
-    ConversationView,
     InboundMessage,
     JSONObject,
     Lease,
@@ -40,122 +44,11 @@ from .store.base import (
     WorkItem,
 )
 
+__all__ = ["Conversation", "Engine", "EngineSettings", "EngineStats", "EventCallback", "TurnResult", "with_settings"]
+
 log = logging.getLogger(__name__)
 
-EventCallback = Callable[[JSONObject], None]
-_ERRORS: dict[str, type[errors.StatefleetError]] = {
-    cls.code: cls
-    for cls in (
-        errors.TurnFailed,
-        errors.StateNotSerializable,
-        errors.TurnInterrupted,
-        errors.LeaseLost,
-    )
-}
 
-
-@dataclass(frozen=True)
-class EngineSettings:
-    """How one engine runs turns. Defaults are tuned for real time: a dead owner's work resumes in < 5 s."""
-
-    #: Lease time-to-live (s); a dead owner's conversations are taken over after this.
-    lease_ttl: float = 3.0
-    #: How often (s) the sweeper looks for expired leases.
-    sweep_interval: float = 1.0
-    #: How often (s) a running turn's lease is renewed; None: a third of ``lease_ttl``.
-    heartbeat_interval: float | None = None
-    #: Idle conversations expire after this (s).
-    conversation_ttl: float = 7 * 24 * 3600.0
-    #: Idempotency records are kept this long (s).
-    idempotency_ttl: float = 24 * 3600.0
-    #: Results a waiting caller polls are kept this long (s).
-    receipt_ttl: float = 600.0
-    #: Events kept per conversation, and for how long (s).
-    events_max: int = 256
-    events_ttl: float = 3600.0
-    #: Messages one conversation's inbox may hold.
-    inbox_max: int = 1000
-    #: A message started this many times without committing fails.
-    max_attempts: int = 5
-    #: Calls to ``send`` this engine serves at once; more get ``Overloaded`` at once.
-    max_in_flight: int = 10_000
-    #: Write streamed tokens to the store's event log, so every instance can follow them live.
-    publish_tokens: bool = True
-    #: This engine's id in the fleet; None: hostname-pid-random.
-    instance_id: str | None = None
-    #: An instance that stops refreshing its registry entry (every third of this, s) leaves the fleet view.
-    registry_ttl: float = 6.0
-
-    def __post_init__(self) -> None:
-        for name in ("lease_ttl", "sweep_interval", "conversation_ttl", "idempotency_ttl", "receipt_ttl",
-                     "events_ttl", "registry_ttl"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or value <= 0:
-                raise errors.ConfigError(f"engine setting {name}={value!r} must be a positive number of seconds")
-        for name in ("events_max", "inbox_max", "max_attempts", "max_in_flight"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise errors.ConfigError(f"engine setting {name}={value!r} must be a positive int")
-
-    @property
-    def heartbeat(self) -> float:
-        return self.heartbeat_interval or self.lease_ttl / 3
-
-
-@dataclass(frozen=True, slots=True)
-class TurnResult:
-    """What a caller gets back for one message."""
-
-    conversation_id: str
-    message_id: str
-    turn: int
-    version: str
-    reply: str
-    data: JSONObject | None
-    #: Events the turn emitted (tokens plus the reply).
-    events: int
-    #: True when this was a retry of an idempotency key already seen.
-    duplicate: bool = False
-
-    def to_json(self) -> JSONObject:
-        return {
-            "conversation_id": self.conversation_id,
-            "message_id": self.message_id,
-            "turn": self.turn,
-            "version": self.version,
-            "reply": {"text": self.reply, "data": self.data},
-            "events": self.events,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Conversation:
-    """A snapshot of a conversation, as ``Engine.get`` returns it."""
-
-    conversation_id: str
-    tenant: str
-    version: str
-    turns: int
-    history: list[JSONObject]
-    state: JSONObject
-    created_at: float
-    active_at: float
-    pending: int
-
-    @classmethod
-    def from_view(cls, view: ConversationView) -> Conversation:
-        return cls(view.key.id, view.key.tenant, view.version, view.turns, view.history, view.state,
-                   view.created_at, view.active_at, view.pending)
-
-    def to_json(self) -> JSONObject:
-        return {
-            "conversation_id": self.conversation_id,
-            "version": self.version,
-            "turns": self.turns,
-            "history": self.history,
-            "state": self.state,
-            "pending": self.pending,
-        }
 
 
 @dataclass(slots=True)
@@ -171,20 +64,6 @@ class _Running:
     #: Why the running handler is being cancelled: "interrupt", "lost" or "drain".
     cancel_reason: str | None = None
     in_handler: bool = False
-
-
-@dataclass(slots=True)
-class EngineStats:
-    """Counters this engine keeps (exported as metrics by the server)."""
-
-    committed: int = 0
-    failed: int = 0
-    interrupted: int = 0
-    rejected: int = 0
-    takeovers: int = 0
-    fenced: int = 0
-    handed_back: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 _ACCEPTED = frozenset((AcceptKind.LEASED, AcceptKind.QUEUED, AcceptKind.DUPLICATE))
@@ -376,24 +255,25 @@ class Engine:
         if on_event is not None:
             self._listeners[message.id] = on_event
         try:
+            started = perf_counter()
             acceptance = await self.store.accept(
                 key, message, version=self.agent.version, owner=self.instance_id, policy=policy,
                 limits=self.limits,
             )
             kind = acceptance.kind
             if observer is not None:
-                observer.message_accepted(kind.value)
+                observer.message_accepted(kind.value, perf_counter() - started)
             if on_accepted is not None and kind in _ACCEPTED:
                 on_accepted(acceptance.message_id)
             if kind is AcceptKind.LEASED:
                 assert acceptance.work is not None
                 self._start_drive(acceptance.work)
-                result = await self._await_own(message.id, waiter, timeout)
+                result = await await_own(message.id, waiter, timeout)
             elif kind is AcceptKind.QUEUED:
                 if policy == "interrupt":
                     self._interrupt_local(key)
                 local = acceptance.owner == self.instance_id and key in self._running
-                result = await self._wait(key, message.id, waiter, timeout, poll_store=not local)
+                result = await await_receipt(self.store, key, message.id, waiter, timeout, poll_store=not local)
             elif kind is AcceptKind.DUPLICATE:
                 return await self._duplicate(key, message, acceptance.receipt, timeout, policy)
             elif kind is AcceptKind.REJECTED:
@@ -410,7 +290,7 @@ class Engine:
                     f"conversation {conversation_id!r} is pinned to version {acceptance.version!r}; "
                     f"this instance serves {self.agent.version!r}"
                 )
-            return self._to_result(key, message.id, result, duplicate=False)
+            return to_turn_result(key, message.id, result, duplicate=False)
         finally:
             self._in_flight -= 1
             self._waiters.pop(message.id, None)
@@ -484,49 +364,6 @@ class Engine:
 
     # -- waiting for results -------------------------------------------------------------------------------
 
-    async def _await_own(
-        self, message_id: str, waiter: asyncio.Future[JSONObject], timeout: float | None
-    ) -> JSONObject:
-        """The result of a message this engine leased at accept: its own drive resolves (or fails) the future."""
-        if timeout is None:
-            return await waiter
-        timer = asyncio.get_running_loop().call_later(timeout, _expire, waiter, message_id, timeout)
-        try:
-            return await waiter
-        finally:
-            timer.cancel()
-
-    async def _wait(
-        self,
-        key: ConversationKey,
-        message_id: str,
-        waiter: asyncio.Future[JSONObject],
-        timeout: float | None,
-        *,
-        poll_store: bool,
-    ) -> JSONObject:
-        """The result of ``message_id``: from this engine's own commit, or from its receipt in the store.
-
-        A local waiter still checks the store now and then: the turn may have moved to another instance.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.002 if poll_store else 0.5
-        while True:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise errors.TurnTimeout(
-                    f"no reply to message {message_id!r} within {timeout} s; it stays accepted and will be "
-                    "processed — retry with the same Idempotency-Key to get its result"
-                )
-            step = delay if remaining is None else min(delay, remaining)
-            done, _ = await asyncio.wait([waiter], timeout=step)
-            if done:
-                return waiter.result()
-            receipt = await self.store.receipt(key, message_id=message_id)
-            if receipt is not None and receipt.status != "pending" and receipt.result is not None:
-                return receipt.result
-            delay = min(delay * 1.5, 0.05 if poll_store else 0.5)
-
     async def _duplicate(
         self,
         key: ConversationKey,
@@ -553,7 +390,7 @@ class Engine:
                 step = 0.5 if remaining is None else min(0.5, remaining)
                 done, _ = await asyncio.wait([local], timeout=step)
                 if done and not local.cancelled() and local.exception() is None:
-                    return self._to_result(key, original, local.result(), duplicate=True)
+                    return to_turn_result(key, original, local.result(), duplicate=True)
                 if done:  # the original caller went away or lost the lease: read the receipt instead
                     await asyncio.sleep(delay)
             else:
@@ -573,23 +410,13 @@ class Engine:
                 waiter = asyncio.get_running_loop().create_future()
                 self._waiters[original] = waiter
                 try:
-                    return self._to_result(
-                        key, original, await self._wait(key, original, waiter, timeout, poll_store=True), False
-                    )
+                    result = await await_receipt(self.store, key, original, waiter, timeout, poll_store=True)
+                    return to_turn_result(key, original, result, False)
                 finally:
                     self._waiters.pop(original, None)
             receipt = again.receipt
         assert receipt.result is not None
-        return self._to_result(key, original, receipt.result, duplicate=True)
-
-    def _to_result(self, key: ConversationKey, message_id: str, result: JSONObject, duplicate: bool) -> TurnResult:
-        error = result.get("error")
-        if error is not None:
-            cls = _ERRORS.get(error.get("code", ""), errors.TurnFailed)
-            raise cls(error.get("message", "the turn failed"))
-        reply = result["reply"]
-        return TurnResult(key.id, message_id, result["turn"], result["version"], reply["text"], reply.get("data"),
-                          result.get("events", 1), duplicate)
+        return to_turn_result(key, original, receipt.result, duplicate=True)
 
     # -- running turns -------------------------------------------------------------------------------------
 
@@ -610,6 +437,7 @@ class Engine:
                 commit = await self._run_turn(running, work)
                 if commit is None:  # lease lost or draining: nothing to write
                     return
+                committing = perf_counter()
                 try:
                     outcome = await self.store.commit(work.lease, commit, limits=self.limits)
                 except asyncio.CancelledError:
@@ -635,11 +463,11 @@ class Engine:
                     return
                 self._count(commit.outcome)
                 if self.observer is not None:
-                    now = time.monotonic()
                     self.observer.turn_finished(
                         key, outcome="interrupted" if commit.outcome == "cancelled" else commit.outcome,
-                        attempt=work.attempt, handler_seconds=now - running.started,
+                        attempt=work.attempt, handler_seconds=time.monotonic() - running.started,
                         total_seconds=max(0.0, time.time() - work.message.accepted_at),
+                        commit_seconds=perf_counter() - committing,
                     )
                 self._resolve(work.message.id, commit.result)
                 work = outcome.next
@@ -664,7 +492,7 @@ class Engine:
         observer = self.observer
         if observer is not None:
             observer.turn_started(key, message.id, work.attempt, message.trace)
-        publisher = _EventPublisher(self, key, self._listeners.get(message.id), observer, message.accepted_at)
+        publisher = EventPublisher(self, key, self._listeners.get(message.id), observer, message.accepted_at)
         turn = Turn(
             conversation_id=key.id,
             tenant=key.tenant,
@@ -696,7 +524,7 @@ class Engine:
                 if current is not None:
                     current.uncancel()
                 await publisher.drain()
-                return self._cancelled(message.id)
+                return cancelled(message.id)
             if reason is not None and reason in ("lost", "drain"):
                 if observer is not None:
                     observer.turn_abandoned(key, reason)
@@ -716,54 +544,11 @@ class Engine:
             log.exception("handler of agent %r failed on message %r of conversation %r",
                           self.agent.name, message.id, str(key))
             await publisher.drain()
-            return self._failed(message.id, errors.TurnFailed(f"the agent's handler raised {exc!r}"))
+            return failed(message.id, errors.TurnFailed(f"the agent's handler raised {exc!r}"))
         running.in_handler = False
         turn.seal()
         await publisher.drain()
-        return self._committed(work, turn, publisher.count)
-
-    def _committed(self, work: WorkItem, turn: Turn, emitted: int) -> TurnCommit:
-        reply = turn.final_reply()
-        number = work.turns + 1
-        try:
-            if not isinstance(turn.state, dict):
-                raise TypeError(f"turn.state must stay a dict, not {type(turn.state).__name__}")
-            state_json = json.dumps(turn.state, separators=(",", ":"), allow_nan=False)
-            data_json = json.dumps(reply.data, allow_nan=False) if reply.data is not None else None
-        except (TypeError, ValueError) as exc:
-            return self._failed(work.message.id, errors.StateNotSerializable(
-                f"turn.state or reply data of message {work.message.id!r} is not JSON-serializable: {exc}"))
-        if len(state_json) > self.agent.max_state_bytes:
-            return self._failed(work.message.id, errors.TurnFailed(
-                f"state is {len(state_json)} bytes; agent {self.agent.name!r} allows {self.agent.max_state_bytes}"))
-        del data_json
-        now = time.time()
-        utterances: list[JSONObject] = [
-            {"role": "user", "text": work.message.text, "ts": work.message.accepted_at, "turn": number}
-        ]
-        if reply.text or reply.data is not None:
-            utterances.append({"role": "agent", "text": reply.text, "ts": now, "turn": number})
-        reply_json = {"text": reply.text, "data": reply.data}
-        result = {"turn": number, "version": work.version, "reply": reply_json, "events": emitted + 1}
-        return TurnCommit(
-            message_id=work.message.id,
-            outcome="committed",
-            utterances=utterances,
-            state_json=state_json,
-            result=result,
-            events=[{"type": "reply", "message_id": work.message.id, "turn": number, **reply_json}],
-        )
-
-    def _failed(self, message_id: str, error: errors.StatefleetError) -> TurnCommit:
-        body = {"code": error.code, "message": str(error)}
-        return TurnCommit(message_id, "failed", [], None, {"error": body},
-                          [{"type": "error", "message_id": message_id, **body}])
-
-    def _cancelled(self, message_id: str) -> TurnCommit:
-        body = {"code": errors.TurnInterrupted.code,
-                "message": f"message {message_id!r} was interrupted by a newer message"}
-        return TurnCommit(message_id, "cancelled", [], None, {"error": body},
-                          [{"type": "cancelled", "message_id": message_id, **body}])
+        return committed(work, turn, publisher.count, self.agent)
 
     def _count(self, outcome: str) -> None:
         if outcome == "committed":
@@ -886,60 +671,6 @@ class Engine:
             )
             self._start_drive(work)
         return taken
-
-
-def _expire(waiter: asyncio.Future[JSONObject], message_id: str, timeout: float) -> None:
-    if not waiter.done():
-        waiter.set_exception(errors.TurnTimeout(
-            f"no reply to message {message_id!r} within {timeout} s; it stays accepted and will be processed — "
-            "retry with the same Idempotency-Key to get its result"))
-
-
-class _EventPublisher:
-    """Streams one turn's tokens to its local caller at once, and to the store's event log in batches."""
-
-    __slots__ = ("_accepted_at", "_buffer", "_engine", "_flushing", "_key", "_listener", "_observer", "count")
-
-    def __init__(
-        self,
-        engine: Engine,
-        key: ConversationKey,
-        listener: EventCallback | None,
-        observer: EngineObserver | None,
-        accepted_at: float,
-    ) -> None:
-        self._engine = engine
-        self._key = key
-        self._listener = listener
-        self._observer = observer
-        self._accepted_at = accepted_at
-        self._buffer: list[JSONObject] = []
-        self._flushing: asyncio.Task[None] | None = None
-        self.count = 0
-
-    def publish(self, event: JSONObject) -> None:
-        self.count += 1
-        if self.count == 1 and self._observer is not None:
-            self._observer.first_token(max(0.0, time.time() - self._accepted_at))
-        if self._listener is not None:
-            self._listener(event)
-        if self._engine.settings.publish_tokens:
-            self._buffer.append(event)
-            if self._flushing is None or self._flushing.done():
-                self._flushing = asyncio.get_running_loop().create_task(self._flush())
-
-    async def _flush(self) -> None:
-        while self._buffer:
-            batch, self._buffer = self._buffer, []
-            try:
-                await self._engine.store.append_events(self._key, batch, limits=self._engine.limits)
-            except Exception:
-                log.warning("could not publish %d events of %r", len(batch), str(self._key), exc_info=True)
-
-    async def drain(self) -> None:
-        """Wait until every emitted token is in the store (so the reply event comes after them)."""
-        if self._flushing is not None:
-            await asyncio.shield(self._flushing)
 
 
 def with_settings(settings: EngineSettings, **changes: Any) -> EngineSettings:

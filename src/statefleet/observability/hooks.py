@@ -32,8 +32,9 @@ class EngineObserver(Protocol):
     def message_received(self, key: ConversationKey, message_id: str) -> MessageSpan | None:
         """A valid message is about to be accepted; a tracer returns the span of its turn, others None."""
 
-    def message_accepted(self, kind: str) -> None:
-        """A ``send`` got an answer from the store: leased, queued, duplicate, rejected or wrong_version."""
+    def message_accepted(self, kind: str, seconds: float) -> None:
+        """A ``send`` got an answer from the store: leased, queued, duplicate, rejected or wrong_version;
+        the store's accept took ``seconds`` (the engine times it: no wrapper on the hot path)."""
 
     def turn_started(self, key: ConversationKey, message_id: str, attempt: int, trace: str | None) -> None:
         """A handler is about to run (``attempt`` > 1 after a takeover); ``trace`` came with the message."""
@@ -42,10 +43,12 @@ class EngineObserver(Protocol):
         """The handler returned (``error`` None), raised, or was cancelled; the commit comes next."""
 
     def turn_finished(
-        self, key: ConversationKey, *, outcome: str, attempt: int, handler_seconds: float, total_seconds: float
+        self, key: ConversationKey, *, outcome: str, attempt: int, handler_seconds: float, total_seconds: float,
+        commit_seconds: float,
     ) -> None:
         """A turn's commit landed. ``outcome``: committed, failed or interrupted; ``handler_seconds`` runs from
-        the handler's start to the commit, ``total_seconds`` from the message's acceptance to the commit."""
+        the handler's start to the commit, ``total_seconds`` from the message's acceptance to the commit,
+        ``commit_seconds`` is the store's commit call."""
 
     def turn_abandoned(self, key: ConversationKey, reason: str) -> None:
         """A started turn will not commit here: ``lost`` (lease gone), ``fenced`` or ``drain`` (handed back)."""
@@ -75,9 +78,9 @@ class FanOut:
             found = found or span
         return found
 
-    def message_accepted(self, kind: str) -> None:
+    def message_accepted(self, kind: str, seconds: float) -> None:
         for observer in self._observers:
-            observer.message_accepted(kind)
+            observer.message_accepted(kind, seconds)
 
     def turn_started(self, key: ConversationKey, message_id: str, attempt: int, trace: str | None) -> None:
         for observer in self._observers:
@@ -88,11 +91,12 @@ class FanOut:
             observer.handler_finished(key, seconds, error)
 
     def turn_finished(
-        self, key: ConversationKey, *, outcome: str, attempt: int, handler_seconds: float, total_seconds: float
+        self, key: ConversationKey, *, outcome: str, attempt: int, handler_seconds: float, total_seconds: float,
+        commit_seconds: float,
     ) -> None:
         for observer in self._observers:
             observer.turn_finished(key, outcome=outcome, attempt=attempt, handler_seconds=handler_seconds,
-                                   total_seconds=total_seconds)
+                                   total_seconds=total_seconds, commit_seconds=commit_seconds)
 
     def turn_abandoned(self, key: ConversationKey, reason: str) -> None:
         for observer in self._observers:

@@ -337,7 +337,7 @@ class MetricsObserver:
     """The engine's hooks, recorded as Prometheus metrics (see ``Metrics``)."""
 
     __slots__ = ("_abandon", "_accept", "_committed", "_e2e", "_failed", "_fencing", "_handler", "_interrupted",
-                 "_rejected", "_retried", "_takeovers", "_ttft", "metrics")
+                 "_rejected", "_retried", "_store_accept", "_store_commit", "_takeovers", "_ttft", "metrics")
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
@@ -353,11 +353,14 @@ class MetricsObserver:
         self._takeovers = metrics.takeovers_child
         self._fencing = metrics.fencing_child
         self._abandon = metrics.abandon_reason
+        self._store_accept = metrics.store_op["accept"]
+        self._store_commit = metrics.store_op["commit"]
 
     def message_received(self, key: ConversationKey, message_id: str) -> MessageSpan | None:
         return None
 
-    def message_accepted(self, kind: str) -> None:
+    def message_accepted(self, kind: str, seconds: float) -> None:
+        self._store_accept.observe(seconds)
         child = self._accept.get(kind)
         if child is not None:
             child.inc()
@@ -371,8 +374,10 @@ class MetricsObserver:
         self._handler.observe(seconds)
 
     def turn_finished(
-        self, key: ConversationKey, *, outcome: str, attempt: int, handler_seconds: float, total_seconds: float
+        self, key: ConversationKey, *, outcome: str, attempt: int, handler_seconds: float, total_seconds: float,
+        commit_seconds: float,
     ) -> None:
+        self._store_commit.observe(commit_seconds)
         if outcome == "committed":
             (self._committed if attempt <= 1 else self._retried).inc()
         elif outcome == "failed":

@@ -158,7 +158,7 @@ class TracingObserver:
         })
         return _MessageSpan(span)
 
-    def message_accepted(self, kind: str) -> None:
+    def message_accepted(self, kind: str, seconds: float) -> None:
         trace.get_current_span().set_attribute("statefleet.accepted", kind)
 
     def turn_started(self, key: ConversationKey, message_id: str, attempt: int, trace_: str | None) -> None:
@@ -213,7 +213,8 @@ class TracingObserver:
             turn.root.end()
 
     def turn_finished(
-        self, key: ConversationKey, *, outcome: str, attempt: int, handler_seconds: float, total_seconds: float
+        self, key: ConversationKey, *, outcome: str, attempt: int, handler_seconds: float, total_seconds: float,
+        commit_seconds: float,
     ) -> None:
         self._close(key, "statefleet.outcome", outcome)
 

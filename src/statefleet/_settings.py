@@ -1,0 +1,69 @@
+"""How an engine runs turns (``EngineSettings``) and what it counts (``EngineStats``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import errors
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How one engine runs turns. Defaults are tuned for real time: a dead owner's work resumes in < 5 s."""
+
+    #: Lease time-to-live (s); a dead owner's conversations are taken over after this.
+    lease_ttl: float = 3.0
+    #: How often (s) the sweeper looks for expired leases.
+    sweep_interval: float = 1.0
+    #: How often (s) a running turn's lease is renewed; None: a third of ``lease_ttl``.
+    heartbeat_interval: float | None = None
+    #: Idle conversations expire after this (s).
+    conversation_ttl: float = 7 * 24 * 3600.0
+    #: Idempotency records are kept this long (s).
+    idempotency_ttl: float = 24 * 3600.0
+    #: Results a waiting caller polls are kept this long (s).
+    receipt_ttl: float = 600.0
+    #: Events kept per conversation, and for how long (s).
+    events_max: int = 256
+    events_ttl: float = 3600.0
+    #: Messages one conversation's inbox may hold.
+    inbox_max: int = 1000
+    #: A message started this many times without committing fails.
+    max_attempts: int = 5
+    #: Calls to ``send`` this engine serves at once; more get ``Overloaded`` at once.
+    max_in_flight: int = 10_000
+    #: Write streamed tokens to the store's event log, so every instance can follow them live.
+    publish_tokens: bool = True
+    #: This engine's id in the fleet; None: hostname-pid-random.
+    instance_id: str | None = None
+    #: An instance that stops refreshing its registry entry (every third of this, s) leaves the fleet view.
+    registry_ttl: float = 6.0
+
+    def __post_init__(self) -> None:
+        for name in ("lease_ttl", "sweep_interval", "conversation_ttl", "idempotency_ttl", "receipt_ttl",
+                     "events_ttl", "registry_ttl"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or value <= 0:
+                raise errors.ConfigError(f"engine setting {name}={value!r} must be a positive number of seconds")
+        for name in ("events_max", "inbox_max", "max_attempts", "max_in_flight"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise errors.ConfigError(f"engine setting {name}={value!r} must be a positive int")
+
+    @property
+    def heartbeat(self) -> float:
+        return self.heartbeat_interval or self.lease_ttl / 3
+
+
+@dataclass(slots=True)
+class EngineStats:
+    """Counters this engine keeps (exported as metrics by the server)."""
+
+    committed: int = 0
+    failed: int = 0
+    interrupted: int = 0
+    rejected: int = 0
+    takeovers: int = 0
+    fenced: int = 0
+    handed_back: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
