@@ -7,6 +7,7 @@ the fleet registry (every instance, as ``URL`` sees them); the p99 turn latency 
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,7 +118,8 @@ def run_status(url: str, *, once: bool, interval: float, console: Console | None
     from rich.live import Live
 
     url = url.rstrip("/")
-    console = console or Console()
+    # Piped (a log, a CI step): wide enough for every column instead of the 80 a non-terminal gets.
+    console = console or (Console() if sys.stdout.isatty() else Console(width=160))
     with httpx.Client(timeout=10) as client:
         before = read(client, url)
         time.sleep(interval)
