@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 
-from openai import AsyncOpenAI
+import httpx
+from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
 from statefleet import Agent, Turn
 
@@ -33,6 +34,11 @@ def client() -> AsyncOpenAI:
             api_key=os.environ.get("OPENAI_API_KEY", "mock"),
             max_retries=0,  # statefleet's turn is retried as a whole, with its idempotency key
             timeout=float(os.environ.get("OPENAI_TIMEOUT", "60")),
+            # Every concurrent turn holds one streaming request: the default pool (1,000) would queue them.
+            http_client=DefaultAsyncHttpxClient(
+                limits=httpx.Limits(max_connections=int(os.environ.get("OPENAI_MAX_CONNECTIONS", "10000")),
+                                    max_keepalive_connections=1000),
+            ),
         )
     return _client
 
