@@ -9,9 +9,11 @@ with the original result. A retry goes to the next target, as a load balancer wo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,22 +111,16 @@ class Client:
         return min(1.0, 0.05 * 2.0 ** (attempt - 1)) * float(self.rng.uniform(0.5, 1.0))
 
     async def _post_json(self, url: str, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
-        try:
+        with _transport_failures():
             async with self.session.post(url, data=body, headers=headers) as response:
                 if response.status != 200:
                     raise await _http_failure(response)
                 data: dict[str, Any] = await response.json(content_type=None)
                 return data
-        except aiohttp.ClientConnectorError as exc:
-            raise RequestFailed("connect", True, detail=str(exc)) from None
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError) as exc:
-            raise RequestFailed("disconnected", True, detail=str(exc)) from None
-        except TimeoutError:
-            raise RequestFailed("timeout", True) from None
 
     async def _post_stream(self, url: str, body: bytes, headers: dict[str, str],
                            first_token: list[float]) -> dict[str, Any]:
-        try:
+        with _transport_failures():
             async with self.session.post(url, data=body, headers=headers) as response:
                 if response.status != 200:
                     raise await _http_failure(response)
@@ -143,14 +139,8 @@ class Client:
                         elif event == "error":
                             error = json.loads(line[5:]).get("error", {})
                             code = str(error.get("code", "error"))
-                            raise RequestFailed(f"stream_{code}", code in ("unavailable", "timeout", "draining"))
+                            raise RequestFailed(f"stream_{code}", code in RETRYABLE_CODES)
                 raise RequestFailed("stream_cut", True, detail="the stream ended without a reply")
-        except aiohttp.ClientConnectorError as exc:
-            raise RequestFailed("connect", True, detail=str(exc)) from None
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError) as exc:
-            raise RequestFailed("disconnected", True, detail=str(exc)) from None
-        except TimeoutError:
-            raise RequestFailed("timeout", True) from None
 
     async def view(self, conversation_id: str, target: int) -> dict[str, Any] | None:
         """The server's view of the conversation, retried like a message (None: unreachable or not found)."""
@@ -181,6 +171,23 @@ class Client:
                 return None
             attempt += 1
             await asyncio.sleep(self._backoff(attempt, failure.retry_after))
+
+
+#: Error codes of statefleet (``StatefleetError.code``) that a retry with the same Idempotency-Key may cure.
+RETRYABLE_CODES = frozenset(("overloaded", "draining", "store_unavailable", "lease_lost", "turn_timeout"))
+
+
+@contextlib.contextmanager
+def _transport_failures() -> Iterator[None]:
+    """Connection-level failures as retryable ``RequestFailed``s, named by kind."""
+    try:
+        yield
+    except aiohttp.ClientConnectorError as exc:
+        raise RequestFailed("connect", True, detail=str(exc)) from None
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError) as exc:
+        raise RequestFailed("disconnected", True, detail=str(exc)) from None
+    except TimeoutError:
+        raise RequestFailed("timeout", True) from None
 
 
 async def _http_failure(response: aiohttp.ClientResponse) -> RequestFailed:
