@@ -18,11 +18,6 @@ SSE_HEADERS: Headers = [
 ]
 
 
-def dumps(value: Any) -> bytes:
-    """Compact JSON; ASCII-only so that any string (even a lone surrogate) encodes."""
-    return json.dumps(value, separators=(",", ":")).encode()
-
-
 def header(scope: Scope, name: bytes) -> str | None:
     """The value of one request header (``name`` in lower case), or None."""
     for key, value in scope["headers"]:

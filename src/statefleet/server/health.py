@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from .. import errors
+from .._json import dumps
 from ..observability.metrics import CONTENT_TYPE
-from ._http import dumps, send_json
+from ._http import send_json
 from ._state import ServerState
 from ._types import Receive, Scope, Send
 from .errors import Draining

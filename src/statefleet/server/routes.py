@@ -7,12 +7,13 @@ import logging
 from typing import Any
 
 from .. import errors
+from .._json import dumps
 from .._validation import DEFAULT_TENANT
 from ..agent import DOUBLE_TEXTING_POLICIES
 from ..store.base import JSONObject
 from ..turns import Engine, TurnResult
 from . import sse
-from ._http import SSE_HEADERS, dumps, header, parse_json_object, query, read_body, send_json
+from ._http import SSE_HEADERS, header, parse_json_object, query, read_body, send_json
 from ._http import check_json_content_type as check_json
 from ._state import ServerState
 from ._types import Receive, Scope, Send

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._http import dumps
+from .._json import dumps
 
 #: Sent first on every stream: how long (ms) an ``EventSource`` waits before it reconnects.
 RETRY = b"retry: 1000\n\n"

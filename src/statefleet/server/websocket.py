@@ -11,7 +11,8 @@ import logging
 from typing import Any
 
 from .. import errors
-from ._http import dumps, parse_json_object
+from .._json import dumps
+from ._http import parse_json_object
 from ._state import ServerState
 from ._types import Receive, Scope, Send
 from .errors import BodyTooLarge, Draining, MalformedJSON

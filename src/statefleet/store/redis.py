@@ -20,13 +20,13 @@ import time
 from importlib import resources
 from typing import Any, NamedTuple, cast
 
-import orjson
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from .._json import dumps_str as _dumps
 from ..errors import InvalidStoreUrl, StoreUnavailable
 from . import redact_url
 from ._records import receipt_name_for_key, receipt_name_for_message
@@ -68,15 +68,6 @@ _DOWN = (
     OSError,
 )
 _EVENT_ID = re.compile(r"\d+(-\d+)?")
-_slow_dumps = json.JSONEncoder(separators=(",", ":")).encode
-
-
-def _dumps(value: Any) -> str:
-    """Compact JSON: orjson on the hot path; the standard library for what orjson refuses (lone surrogates)."""
-    try:
-        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-    except (TypeError, orjson.JSONEncodeError):
-        return _slow_dumps(value)
 
 
 @functools.cache
