@@ -59,6 +59,8 @@ class EventPublisher:
                 await self._engine.store.append_events(self._key, batch, limits=self._engine.limits)
             except Exception:
                 log.warning("could not publish %d events of %r", len(batch), str(self._key), exc_info=True)
+            else:
+                self._engine.events_appended(self._key)
 
     async def drain(self) -> None:
         """Wait until every emitted token is in the store (so the reply event comes after them)."""

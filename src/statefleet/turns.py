@@ -16,7 +16,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from time import perf_counter
 from typing import Any
@@ -117,6 +117,8 @@ class Engine:
         self._waiters: dict[str, asyncio.Future[JSONObject]] = {}
         self._listeners: dict[str, EventCallback] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        #: Local followers of conversations' event logs, woken when this engine appends to one.
+        self._event_watchers: dict[ConversationKey, set[asyncio.Event]] = {}
         self._loops: list[asyncio.Task[None]] = []
         self._in_flight = 0
         #: Message ids are this engine's random prefix and a counter: unique fleet-wide, cheap to make.
@@ -202,6 +204,28 @@ class Engine:
         return not self._running and not self._in_flight
 
     # -- public API ----------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def watch_events(self, key: ConversationKey) -> Iterator[asyncio.Event]:
+        """An ``asyncio.Event`` set whenever this engine appends to ``key``'s event log (tokens, replies).
+
+        Appends by other instances do not set it: a follower still reads the store now and then.
+        """
+        signal = asyncio.Event()
+        self._event_watchers.setdefault(key, set()).add(signal)
+        try:
+            yield signal
+        finally:
+            watchers = self._event_watchers.get(key)
+            if watchers is not None:
+                watchers.discard(signal)
+                if not watchers:
+                    del self._event_watchers[key]
+
+    def events_appended(self, key: ConversationKey) -> None:
+        """Wake this engine's local followers of ``key``'s event log."""
+        for signal in self._event_watchers.get(key, ()):
+            signal.set()
 
     def _next_message_id(self) -> str:
         return f"{self._id_prefix}{next(self._id_counter):08x}"
@@ -462,6 +486,8 @@ class Engine:
                         "by the new owner — retry with the same Idempotency-Key to get its result"))
                     return
                 self._count(commit.outcome)
+                if self._event_watchers:
+                    self.events_appended(key)  # the commit appended the reply (or error) event
                 if self.observer is not None:
                     self.observer.turn_finished(
                         key, outcome="interrupted" if commit.outcome == "cancelled" else commit.outcome,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 
@@ -10,9 +11,10 @@ import httpx
 import pytest
 import websockets
 
-from statefleet.server import StatefleetApp
+from statefleet.server import StatefleetApp, create_app
+from statefleet.store.memory import MemoryStore
 
-from ._support import sse_events
+from ._support import FAST, make_agent, serve, sse_events
 
 SSE = {"Accept": "text/event-stream"}
 
@@ -156,3 +158,20 @@ async def test_websocket_with_a_bad_conversation_id_is_closed_with_an_error(clie
         with pytest.raises(websockets.ConnectionClosed):
             await socket.recv()
         assert socket.close_code == 1008
+
+
+async def test_events_this_instance_appends_wake_its_followers_without_waiting_for_a_poll(
+    memory_store: MemoryStore,
+) -> None:
+    # Given an instance whose /events streams would read the store only once a minute on their own
+    slow_polls = dataclasses.replace(FAST, events_poll_interval=60.0, events_poll_max=60.0)
+    app = create_app(make_agent(), memory_store, slow_polls)
+    async with serve(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
+        follower = asyncio.create_task(read_events(client, 4))  # 3 tokens and the reply
+        await asyncio.sleep(0.2)  # the stream is open and has read the (empty) log once
+        # When a turn on this instance streams tokens and commits
+        response = await client.post("/v1/conversations/c/messages", json={"text": "hi", "metadata": {"tokens": 3}})
+        assert response.status_code == 200
+        # Then the follower gets every event at once (the test's 10 s timeout is far below a 60 s poll)
+        events = await asyncio.wait_for(follower, 10)
+        assert [e["event"] for e in events] == ["token", "token", "token", "reply"]

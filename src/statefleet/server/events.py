@@ -60,8 +60,8 @@ class EventStream:
         disconnected = asyncio.ensure_future(_wait_disconnect(receive))
         closing = asyncio.ensure_future(state.closing.wait())
         try:
-            with state.stream("sse"):
-                await self._pump(send, key, after, batch, disconnected, closing)
+            with state.stream("sse"), engine.watch_events(key) as appended:
+                await self._pump(send, key, after, batch, disconnected, closing, appended)
         finally:
             for task in (disconnected, closing):
                 task.cancel()
@@ -78,10 +78,12 @@ class EventStream:
         batch: list[Event],
         disconnected: asyncio.Future[None],
         closing: asyncio.Future[Any],
+        appended: asyncio.Event,
     ) -> None:
         settings = self.state.settings
         store = self.state.engine.store
         last_write = time.monotonic()
+        interval = settings.events_poll_interval
         while True:
             if batch:
                 after = batch[-1].id
@@ -91,9 +93,16 @@ class EventStream:
             elif time.monotonic() - last_write >= settings.heartbeat_interval:
                 await send({"type": "http.response.body", "body": sse.HEARTBEAT, "more_body": True})
                 last_write = time.monotonic()
-            if len(batch) < BATCH:  # caught up: wait for more, or for the end
-                done, _ = await asyncio.wait((disconnected, closing), timeout=settings.events_poll_interval)
-                if done:
+            if len(batch) < BATCH:  # caught up: wait for more (woken by local appends), or for the end
+                interval = settings.events_poll_interval if batch else min(interval * 2, settings.events_poll_max)
+                woken = asyncio.ensure_future(appended.wait())
+                try:
+                    done, _ = await asyncio.wait((disconnected, closing, woken), timeout=interval,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    woken.cancel()
+                appended.clear()
+                if disconnected in done or closing in done:
                     return
             elif disconnected.done() or closing.done():
                 return

@@ -23,6 +23,9 @@ class ServerSettings:
     drain_timeout: float = 25.0
     #: How often (s) ``/events`` streams look for new events in the store.
     events_poll_interval: float = 0.025
+    #: An idle ``/events`` stream reads the store less and less often, down to once per this (s); events this
+    #: instance appends wake it at once, other instances' within this.
+    events_poll_max: float = 0.25
     #: A comment is sent on idle event streams this often (s), so proxies keep them open.
     heartbeat_interval: float = 15.0
     #: Seconds in the ``Retry-After`` header of 503 answers.
@@ -39,7 +42,7 @@ class ServerSettings:
     tracer_provider: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("turn_timeout", "drain_timeout", "events_poll_interval", "heartbeat_interval",
+        for name in ("turn_timeout", "drain_timeout", "events_poll_interval", "events_poll_max", "heartbeat_interval",
                      "ready_timeout"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or value <= 0:
