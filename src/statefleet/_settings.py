@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import errors
 
@@ -66,4 +66,3 @@ class EngineStats:
     takeovers: int = 0
     fenced: int = 0
     handed_back: int = 0
-    extra: dict[str, int] = field(default_factory=dict)

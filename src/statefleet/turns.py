@@ -17,7 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
@@ -44,7 +44,7 @@ from .store.base import (
     WorkItem,
 )
 
-__all__ = ["Conversation", "Engine", "EngineSettings", "EngineStats", "EventCallback", "TurnResult", "with_settings"]
+__all__ = ["Conversation", "Engine", "EngineSettings", "EngineStats", "EventCallback", "TurnResult"]
 
 log = logging.getLogger(__name__)
 
@@ -697,8 +697,3 @@ class Engine:
             )
             self._start_drive(work)
         return taken
-
-
-def with_settings(settings: EngineSettings, **changes: Any) -> EngineSettings:
-    """A copy of ``settings`` with ``changes`` applied (validated)."""
-    return replace(settings, **changes)
