@@ -27,10 +27,3 @@ def parse_number(text: str, what: str) -> float:
     if value < 0 or value != value or value == float("inf"):
         raise ConfigError(f"{what} {text!r} must be a finite number ≥ 0")
     return value
-
-
-def format_duration(seconds: float) -> str:
-    """The shortest readable form: ``0.25`` → ``250ms``, ``90`` → ``90s``."""
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    return f"{seconds:g}s"
