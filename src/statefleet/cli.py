@@ -40,15 +40,17 @@ def main() -> None:
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
 @click.option("--metrics/--no-metrics", envvar="STATEFLEET_METRICS", default=True, show_default=True,
               help="Prometheus metrics at /metrics. Tracing follows the OTEL_* variables (off by default).")
+@click.option("--tune-gc/--no-tune-gc", envvar="STATEFLEET_TUNE_GC", default=True, show_default=True,
+              help="Freeze startup objects and collect garbage less often (shorter event-loop pauses).")
 def serve(app: str, store: str, host: str, port: int, workers: int, drain_timeout: float, lease_ttl: float,
-          advertise: str | None, log_level: str, metrics: bool) -> None:
+          advertise: str | None, log_level: str, metrics: bool, tune_gc: bool) -> None:
     """Serve the agent APP (module:agent or path/to/file.py:agent) over HTTP, SSE and WebSocket."""
     from .server.runner import ServeOptions, run
 
     configure_logging(log_level)
     options = ServeOptions(app=app, store=store, host=host, port=port, workers=workers,
                            drain_timeout=drain_timeout, lease_ttl=lease_ttl, advertise=advertise,
-                           log_level=log_level, metrics=metrics)
+                           log_level=log_level, metrics=metrics, tune_gc=tune_gc)
     _exit(lambda: run(options))
 
 

@@ -33,6 +33,7 @@ from types import FrameType
 
 import uvicorn
 
+from .._gc import tune_for_serving
 from .._loading import load_agent
 from ..store import check_store_url
 from ..turns import EngineSettings
@@ -62,6 +63,8 @@ class ServeOptions:
     log_level: str = "info"
     #: Export Prometheus metrics at /metrics.
     metrics: bool = True
+    #: Freeze startup objects and raise the GC thresholds (see ``statefleet._gc``).
+    tune_gc: bool = True
 
     def __repr__(self) -> str:
         from ..store import redact_url
@@ -159,6 +162,8 @@ def run_worker(options: ServeOptions, sock: socket.socket | None = None) -> int:
         configure_logging(options.log_level)
     app = build_app(options)
     server = DrainingServer(uvicorn_config(app, options), app, options.drain_timeout)
+    if options.tune_gc:
+        tune_for_serving()
     server.run(sockets=[sock] if sock is not None else None)
     return 0 if server.started else 3
 
