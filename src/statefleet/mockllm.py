@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ._gc import tune_for_serving
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -187,6 +188,7 @@ def serve(settings: MockSettings, host: str, port: int) -> None:
           f"{settings.reply_tokens} tokens per reply", flush=True)
     if loop_factory is not None:
         asyncio.set_event_loop(loop_factory())
+    tune_for_serving()  # its pauses would add to the model's time to first token it is meant to fake
     web.run_app(app, host=host, port=port, print=None, access_log=None, backlog=4096)
 
 
