@@ -20,26 +20,27 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short runs (smoke check, not for figures)")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
-    meta = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "python": platform.python_version(),
+    quick = args.quick
+    meta = {"quick": quick, "when": time.strftime("%Y-%m-%d %H:%M:%S"), "python": platform.python_version(),
             "machine": platform.machine(), "cpus": __import__("os").cpu_count()}
     if args.which in ("engine", "all"):
         from . import engine
 
         result = asyncio.run(engine.run(seconds=1.0 if args.quick else 3.0, rounds=1 if args.quick else 3,
                                         big=20_000 if args.quick else 1_000_000))
-        report("engine", {**meta, **result})
+        report("engine" + ("-quick" if quick else ""), {**meta, **result})
     if args.which in ("http", "all"):
         from . import http
 
-        report("http", {**meta, **http.run(quick=args.quick)})
+        report("http" + ("-quick" if quick else ""), {**meta, **http.run(quick=args.quick)})
     if args.which in ("asgi", "all"):
         from . import asgi_servers
 
-        report("asgi_servers", {**meta, **asgi_servers.run(quick=args.quick)})
+        report("asgi_servers" + ("-quick" if quick else ""), {**meta, **asgi_servers.run(quick=args.quick)})
     if args.which in ("observability", "all"):
         from . import observability
 
-        report("observability", {**meta, **observability.run(quick=args.quick)})
+        report("observability" + ("-quick" if quick else ""), {**meta, **observability.run(quick=args.quick)})
 
 
 def report(name: str, result: dict[str, object]) -> None:

@@ -146,7 +146,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "loadtester.json"
+    path = RESULTS / ("loadtester-quick.json" if args.quick else "loadtester.json")  # smoke runs never replace figures
     results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     results.update({"when": time.strftime("%Y-%m-%d %H:%M:%S"), "python": platform.python_version(),
                     "cpus": os.cpu_count()})
