@@ -13,17 +13,10 @@ from typing import Any
 
 import httpx
 
+from statefleet._redis_server import free_port
 from statefleet.loadtest import _procs
 
 AGENTS = Path(__file__).with_name("agents.py")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Instance:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -13,15 +12,10 @@ import httpx
 import uvicorn
 
 from statefleet import Agent, EngineSettings, Turn
+from statefleet._redis_server import free_port
 from statefleet.server import ServerSettings, StatefleetApp
 
 FAST = ServerSettings(engine=EngineSettings(lease_ttl=0.6, sweep_interval=0.1), drain_timeout=2.0)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def make_agent(*, hooks: bool = True) -> Agent:

@@ -1,0 +1,74 @@
+"""A throwaway ``redis-server`` on a free loopback port, nothing persisted: what the tests and benchmarks start
+so they never depend on (or disturb) a Redis that happens to run on the machine."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LocalRedisServer:
+    """``with LocalRedisServer() as server: server.url`` — started and answering PING, or ``RuntimeError``."""
+
+    def __init__(self, *extra_args: str, start_timeout: float = 10.0) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed; ./dev test and ./dev bench install it")
+        self.port = free_port()
+        self.workdir = Path(tempfile.mkdtemp(prefix="statefleet-redis-"))
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir), "--protected-mode", "no", "--loglevel", "warning", *extra_args],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + start_timeout
+        while not self._answers("PING", b"+PONG"):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server did not start on port {self.port} within {start_timeout} s")
+            time.sleep(0.02)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _answers(self, command: str, expected: bytes) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+                sock.sendall(command.encode() + b"\r\n")
+                return sock.recv(64).startswith(expected)
+        except OSError:
+            return False
+
+    def flush(self) -> None:
+        """Remove every key (between tests)."""
+        if not self._answers("FLUSHALL", b"+OK"):
+            raise RuntimeError(f"redis-server on port {self.port} did not flush")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> LocalRedisServer:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
