@@ -16,7 +16,7 @@ import tempfile
 import time
 from typing import Any
 
-import httpx
+from statefleet._serve_process import wait_until_ready
 
 from ._servers import free_port, redis_server
 from .http import ROOT, WORKERS, App, run_wrk
@@ -37,17 +37,9 @@ def _serve(name: str, redis_url: str) -> tuple[subprocess.Popen[bytes], App]:
     proc = subprocess.Popen([sys.executable, *SERVERS[name], str(port)], cwd=ROOT, stdout=log, stderr=log,
                             env={**os.environ, "BENCH_REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)},
                             start_new_session=True)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            log.seek(0)
-            raise SystemExit(f"{name} did not start: {log.read()[-2000:]!r}")
-        time.sleep(0.1)
+    if not wait_until_ready(f"http://127.0.0.1:{port}", proc):
+        log.seek(0)
+        raise SystemExit(f"{name} did not start: {log.read()[-2000:]!r}")
     time.sleep(1.0)  # every worker up, not just the first
     return proc, App(name, (), port)
 

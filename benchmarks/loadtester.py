@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
+from statefleet._serve_process import ServeProcess, wait_until_ready
+from statefleet.loadtest import _procs
 
 from ._servers import free_port, redis_server
 
@@ -38,35 +40,19 @@ FLOOR_TURNS_PER_S = 3000
 
 @contextmanager
 def serve(agent: str, store: str, env: dict[str, str] | None = None, lease_ttl: str = "1") -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "statefleet", "serve", agent, "--store", store, "--port",
-                             str(port), "--lease-ttl", lease_ttl, "--log-level", "warning"],
-                            env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    """An instance of ``agent``; on exit it is killed, with anything the chaos restarted on its port."""
+    instance = ServeProcess(agent, store, "--lease-ttl", lease_ttl, "--log-level", "warning", env=env)
     try:
-        _wait(url + "/readyz")
-        yield url
+        if not wait_until_ready(instance.url, instance.proc):
+            raise SystemExit(f"{instance.url} did not come up")
+        yield instance.url
     finally:
-        from statefleet.loadtest import _procs
-
-        for pid in {proc.pid, *_procs.find_listening(port)}:
+        for pid in {instance.proc.pid, *_procs.find_listening(instance.port)}:
             try:
-                os.kill(pid, 9)
+                os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        proc.wait(10)
-
-
-def _wait(url: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"{url} did not come up")
+        instance.proc.wait(10)
 
 
 def loadtest(*args: str) -> dict[str, Any]:
@@ -120,7 +106,8 @@ def llm(quick: bool) -> dict[str, Any]:
                              "100ms", "--tokens-per-s", str(29 / 0.9), "--reply-tokens", "30"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait(f"http://127.0.0.1:{mock_port}/healthz")
+        if not wait_until_ready(f"http://127.0.0.1:{mock_port}", mock, path="/healthz"):
+            raise SystemExit("the mock LLM did not come up")
         env = {"OPENAI_BASE_URL": f"http://127.0.0.1:{mock_port}/v1"}
         agent = os.environ.get("SF_BENCH_LLM_AGENT", f"{ROOT / 'benchmarks' / 'apps' / 'lean_llm_agent.py'}:agent")
         with serve(agent, "memory://", env) as url:

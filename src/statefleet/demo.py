@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -20,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from ._serve_process import ServeProcess
 from .errors import ConfigError
 
 SCRIPTS: list[tuple[str, list[str]]] = [
@@ -41,50 +40,19 @@ def example_agent_path() -> Path:
     raise ConfigError("examples/support_agent.py not found; run the demo from the statefleet repository")
 
 
-class Instance:
-    """One ``statefleet serve`` process."""
+class Instance(ServeProcess):
+    """One ``statefleet serve`` process of the support agent, labelled A or B."""
 
-    def __init__(self, label: str, agent: Path, store: str, port: int, logdir: Path) -> None:
+    def __init__(self, label: str, agent: Path, store: str, logdir: Path, port: int | None = None) -> None:
+        super().__init__(f"{agent}:agent", store, "--lease-ttl", "2", "--log-level", "warning",
+                         log=logdir / f"instance-{label}.log", port=port)
         self.label = label
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = open(logdir / f"instance-{label}.log", "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "statefleet", "serve", f"{agent}:agent", "--store", store,
-             "--port", str(port), "--lease-ttl", "2", "--log-level", "warning"],
-            stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise ConfigError(f"instance {self.label} exited; see its log {self.log.name}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise ConfigError(f"instance {self.label} was not ready within {timeout} s")
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            super().wait_ready(timeout)
+        except RuntimeError:
+            raise ConfigError(f"instance {self.label} did not start; see its log {self.log_path}") from None
 
 
 def say(client: httpx.Client, instance: Instance, user: str, text: str, key: str | None = None) -> dict[str, object]:
@@ -105,7 +73,7 @@ def load_phase(a: Instance, b: Instance, workdir: Path) -> list[str]:
     from .loadtest import _procs
     from .loadtest.chaos import ChaosSpec
     from .loadtest.report import write_report
-    from .loadtest.result import build_result
+    from .loadtest.result import build_result, continuity_percent
     from .loadtest.runner import LoadTest, RunOptions
     from .loadtest.workload import Profile, Think, Workload
 
@@ -124,8 +92,7 @@ def load_phase(a: Instance, b: Instance, workdir: Path) -> list[str]:
     result = build_result(workload, outcome, [c.text for c in chaos])
     report = write_report(result, Path(tempfile.gettempdir()) / f"statefleet-demo-{workload.run_id}.html")
     totals, latency = result["totals"], result["latency_ms"]
-    bad = sum(totals[k] for k in ("lost", "duplicated", "reordered", "stale"))
-    continuity = 100 * (1 - bad / max(1, totals["turns"]))
+    continuity = continuity_percent(result)
     recoveries = [e["recovery_s"] for e in result["timeline"] if e["ok"]]
     print(f"  {totals['turns']:,} turns, {totals['turns_per_s']:,.0f} turns/s, p99 {latency['p99']:.0f} ms, "
           f"continuity {continuity:.2f}% (lost {totals['lost']}, duplicated {totals['duplicated']}, "
@@ -136,7 +103,7 @@ def load_phase(a: Instance, b: Instance, workdir: Path) -> list[str]:
               + (f"recovered in {recovery:.1f} s" if recovery is not None else f"not recovered ({event['detail']})"))
     print(f"  report: {report}")
     problems = []
-    if bad:
+    if continuity < 100:
         problems.append(f"load phase: continuity {continuity:.2f}%: {result['continuity']['examples'][:3]}")
     if totals["failed_turns"]:
         problems.append(f"load phase: {totals['failed_turns']} turns failed: {result['errors_by_kind']}")
@@ -150,8 +117,8 @@ def run_demo(users: int = 3, keep: bool = False) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="statefleet-demo-"))
     store = f"sqlite:///{workdir / 'state.db'}"
     print(f"statefleet demo — support agent ({agent.name}), store {store}\n")
-    a = Instance("A", agent, store, _free_port(), workdir)
-    b = Instance("B", agent, store, _free_port(), workdir)
+    a = Instance("A", agent, store, workdir)
+    b = Instance("B", agent, store, workdir)
     problems: list[str] = []
     run = uuid.uuid4().hex[:6]
     try:
@@ -194,7 +161,7 @@ def run_demo(users: int = 3, keep: bool = False) -> int:
             if final["turns"] != rounds:
                 problems.append(f"{user} has {final['turns']} turns, expected {rounds}")
         # A comes back (same port), then both carry load while A is killed once more mid-run.
-        a = Instance("A", agent, store, a.port, workdir)
+        a = Instance("A", agent, store, workdir, port=a.port)
         a.wait_ready()
         problems += load_phase(a, b, workdir)
     finally:

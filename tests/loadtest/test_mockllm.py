@@ -13,7 +13,9 @@ import httpx
 import pytest
 from openai import AsyncOpenAI
 
-from ._support import Instance, free_port, run_loadtest
+from statefleet._redis_server import free_port
+
+from ._support import Instance, run_loadtest
 
 pytestmark = pytest.mark.timeout(120)
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

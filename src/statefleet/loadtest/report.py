@@ -20,6 +20,8 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter
 
+from .result import continuity_percent
+
 _COLORS = {"kill": "#d62728", "sigterm": "#ff7f0e", "pause": "#9467bd", "redis-restart": "#8c564b"}
 _CSS = """
 body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1100px;padding:24px;
@@ -126,15 +128,14 @@ def _card(label: str, value: str, good: bool | None = None) -> str:
 def render(result: dict[str, Any]) -> str:
     """The report as one HTML string."""
     t, lat, ttft, c = result["totals"], result["latency_ms"], result["ttft_ms"], result["continuity"]
-    bad = c["lost"] + c["duplicated"] + c["reordered"] + c["stale"]
-    continuity = 100 * (1 - bad / max(1, t["turns"]))
+    continuity = continuity_percent(result)
     cards = [
         _card("turns per second", f"{t['turns_per_s']:,.0f}"),
         _card("turns", f"{t['turns']:,}"),
         _card("latency p50", f"{lat['p50']:.1f} ms"),
         _card("latency p99", f"{lat['p99']:.1f} ms"),
         _card("latency p99.9", f"{lat['p99.9']:.1f} ms"),
-        _card("continuity", f"{continuity:.2f}%", bad == 0),
+        _card("continuity", f"{continuity:.2f}%", continuity == 100),
         _card("failed turns", f"{t['failed_turns']:,}", t["failed_turns"] == 0),
         _card("retries", f"{t['retries']:,}"),
     ]

@@ -98,6 +98,13 @@ def build_result(workload: Workload, outcome: Outcome, chaos_texts: list[str]) -
     }
 
 
+def continuity_percent(result: dict[str, Any]) -> float:
+    """Share of turns with no continuity violation (lost, duplicated, reordered or stale), in %."""
+    c = result["continuity"]
+    bad = int(c["lost"] + c["duplicated"] + c["reordered"] + c["stale"])
+    return 100 * (1 - bad / max(1, int(result["totals"]["turns"])))
+
+
 def headline(result: dict[str, Any]) -> str:
     """One paragraph a person reads at the end of a run."""
     t = result["totals"]
@@ -112,9 +119,7 @@ def headline(result: dict[str, Any]) -> str:
         ttft = result["ttft_ms"]
         lines.append(f"time to first token p50 {ttft['p50']:.1f} ms  p99 {ttft['p99']:.1f} ms")
     c = result["continuity"]
-    turns = max(1, t["turns"])
-    bad = c["lost"] + c["duplicated"] + c["reordered"] + c["stale"]
-    lines.append(f"continuity {100 * (1 - bad / turns):.2f}%: lost {c['lost']}, duplicated {c['duplicated']}, "
+    lines.append(f"continuity {continuity_percent(result):.2f}%: lost {c['lost']}, duplicated {c['duplicated']}, "
                  f"reordered {c['reordered']}, stale {c['stale']}")
     for event in result["timeline"]:
         rec = event.get("recovery_s")
