@@ -30,3 +30,11 @@ def dumps_str(value: Any) -> str:
         return orjson.dumps(value, option=_OPTIONS).decode()
     except (TypeError, orjson.JSONEncodeError):
         return _fallback(value)
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse JSON written by :func:`dumps` (the standard library takes what orjson refuses)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)

@@ -1,44 +1,111 @@
-"""Where a turn's streamed tokens go: to the local caller at once, and to the store's event log in batches."""
+"""Where a turn's streamed tokens go: to the local caller at once, and to the store's event log in batches.
+
+One :class:`EventLogWriter` per engine writes the tokens of all its running turns: whatever was emitted since
+its last pass goes to the store in one call, so a token costs a list append, not a task and a store call of
+its own (with thousands of streams, the per-token task was a good part of an instance's CPU).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from .observability.hooks import EngineObserver
-from .store.base import ConversationKey, JSONObject
-
-if TYPE_CHECKING:
-    from .turns import Engine
+from .store.base import ConversationKey, JSONObject, Limits, Store
 
 log = logging.getLogger(__name__)
 
 EventCallback = Callable[[JSONObject], None]
 
 
-class EventPublisher:
-    """Streams one turn's tokens to its local caller at once, and to the store's event log in batches."""
+class EventLogWriter:
+    """Appends the events emitted by this engine's turns to the store, all conversations in one pass.
 
-    __slots__ = ("_accepted_at", "_buffer", "_engine", "_flushing", "_key", "_listener", "_observer", "count")
+    Each conversation's events reach the store in the order they were emitted; :meth:`flushed` waits until
+    all of one conversation's are there (the commit appends the reply after them).
+    """
+
+    def __init__(
+        self, store: Callable[[], Store], limits: Limits, on_appended: Callable[[ConversationKey], None]
+    ) -> None:
+        #: The engine's store as it is now (the server wraps it with metrics and tracing after creating it).
+        self._store = store
+        self._limits = limits
+        self._on_appended = on_appended
+        self._pending: dict[ConversationKey, list[JSONObject]] = {}
+        self._writing: dict[ConversationKey, list[JSONObject]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, key: ConversationKey, event: JSONObject) -> None:
+        """Queue ``event`` for ``key``'s event log; it is written on the next pass of the writer."""
+        batch = self._pending.get(key)
+        if batch is None:
+            self._pending[key] = [event]
+        else:
+            batch.append(event)
+        if self._task is None:
+            # An empty context: the writer serves every turn, so it must not carry the first one's (its trace,
+            # its turn scope — and a reference cycle through that turn).
+            self._task = asyncio.get_running_loop().create_task(self._write(), context=contextvars.Context())
+
+    async def _write(self) -> None:
+        try:
+            while self._pending:
+                self._writing, self._pending = self._pending, {}
+                try:
+                    await self._store().append_events(self._writing, limits=self._limits)
+                except Exception:
+                    log.warning("could not publish the events of %d conversations", len(self._writing),
+                                exc_info=True)
+                else:
+                    for key in self._writing:
+                        self._on_appended(key)
+                self._writing = {}
+        finally:
+            self._task = None
+
+    async def flushed(self, key: ConversationKey) -> None:
+        """Wait until every event queued for ``key`` is in the store (or could not be written)."""
+        while (task := self._task) is not None and (key in self._pending or key in self._writing):
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if task.cancelled() and not _cancelling():
+                    return  # the writer was stopped with the engine: nothing more will be written
+                raise
+
+    async def close(self) -> None:
+        """Write what is queued, then stop."""
+        while (task := self._task) is not None:
+            await asyncio.shield(task)
+
+
+def _cancelling() -> bool:
+    current = asyncio.current_task()
+    return current is not None and current.cancelling() > 0
+
+
+class EventPublisher:
+    """Streams one turn's tokens to its local caller at once, and to the engine's event log writer."""
+
+    __slots__ = ("_accepted_at", "_key", "_listener", "_observer", "_writer", "count")
 
     def __init__(
         self,
-        engine: Engine,
+        writer: EventLogWriter | None,
         key: ConversationKey,
         listener: EventCallback | None,
         observer: EngineObserver | None,
         accepted_at: float,
     ) -> None:
-        self._engine = engine
+        self._writer = writer
         self._key = key
         self._listener = listener
         self._observer = observer
         self._accepted_at = accepted_at
-        self._buffer: list[JSONObject] = []
-        self._flushing: asyncio.Task[None] | None = None
         self.count = 0
 
     def publish(self, event: JSONObject) -> None:
@@ -47,22 +114,11 @@ class EventPublisher:
             self._observer.first_token(max(0.0, time.time() - self._accepted_at))
         if self._listener is not None:
             self._listener(event)
-        if self._engine.settings.publish_tokens:
-            self._buffer.append(event)
-            if self._flushing is None or self._flushing.done():
-                self._flushing = asyncio.get_running_loop().create_task(self._flush())
-
-    async def _flush(self) -> None:
-        while self._buffer:
-            batch, self._buffer = self._buffer, []
-            try:
-                await self._engine.store.append_events(self._key, batch, limits=self._engine.limits)
-            except Exception:
-                log.warning("could not publish %d events of %r", len(batch), str(self._key), exc_info=True)
-            else:
-                self._engine.events_appended(self._key)
+        if self._writer is not None:
+            self._writer.add(self._key, event)
 
     async def drain(self) -> None:
         """Wait until every emitted token is in the store (so the reply event comes after them)."""
-        if self._flushing is not None:
-            await asyncio.shield(self._flushing)
+        self._listener = None
+        if self._writer is not None:
+            await self._writer.flushed(self._key)

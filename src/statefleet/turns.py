@@ -23,7 +23,7 @@ from typing import Any
 
 from . import errors
 from ._commits import cancelled, committed, failed
-from ._publisher import EventCallback, EventPublisher
+from ._publisher import EventCallback, EventLogWriter, EventPublisher
 from ._results import Conversation, TurnResult, to_turn_result
 from ._settings import EngineSettings, EngineStats
 from ._validation import DEFAULT_TENANT, check_conversation_id, check_message, check_tenant
@@ -119,6 +119,10 @@ class Engine:
         self._background: set[asyncio.Task[Any]] = set()
         #: Local followers of conversations' event logs, woken when this engine appends to one.
         self._event_watchers: dict[ConversationKey, set[asyncio.Event]] = {}
+        #: Streamed tokens on their way to the store's event logs (None: not published, see the settings).
+        self._event_writer = None
+        if self.settings.publish_tokens:
+            self._event_writer = EventLogWriter(lambda: self.store, self.limits, self.events_appended)
         self._loops: list[asyncio.Task[None]] = []
         self._in_flight = 0
         #: Message ids are this engine's random prefix and a counter: unique fleet-wide, cheap to make.
@@ -171,6 +175,8 @@ class Engine:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        if self._event_writer is not None:
+            await self._event_writer.close()
         try:
             await self.store.deregister_instance(self.instance_id)
         except Exception:
@@ -518,7 +524,9 @@ class Engine:
         observer = self.observer
         if observer is not None:
             observer.turn_started(key, message.id, work.attempt, message.trace)
-        publisher = EventPublisher(self, key, self._listeners.get(message.id), observer, message.accepted_at)
+        publisher = EventPublisher(
+            self._event_writer, key, self._listeners.get(message.id), observer, message.accepted_at
+        )
         turn = Turn(
             conversation_id=key.id,
             tenant=key.tenant,

@@ -291,16 +291,31 @@ async def test_commit_of_a_message_twice_is_fenced(store: Store) -> None:
 
 async def test_events_are_ordered_resumable_and_bounded(store: Store) -> None:
     limits = Limits(events_max=5)
-    await store.append_events(KEY, [{"type": "token", "text": str(i)} for i in range(3)], limits=limits)
+    await store.append_events({KEY: [{"type": "token", "text": str(i)} for i in range(3)]}, limits=limits)
     first = await store.read_events(KEY, after=None, limit=100)
     assert [e.data["text"] for e in first] == ["0", "1", "2"] and first[0].type == "token"
     later = await store.read_events(KEY, after=first[0].id, limit=100)
     assert [e.data["text"] for e in later] == ["1", "2"]
-    await store.append_events(KEY, [{"type": "token", "text": str(i)} for i in range(3, 10)], limits=limits)
+    await store.append_events({KEY: [{"type": "token", "text": str(i)} for i in range(3, 10)]}, limits=limits)
     kept = await store.read_events(KEY, after=None, limit=100)
     assert [e.data["text"] for e in kept] == ["5", "6", "7", "8", "9"]
     tail = await store.read_events(KEY, after=kept[-1].id, limit=100)
     assert tail == []
+
+
+async def test_one_append_writes_several_conversations_logs_each_in_order(store: Store) -> None:
+    # Given two conversations whose tokens an engine writes in one call
+    other = ConversationKey(KEY.tenant, KEY.id + "-other")
+    await store.append_events({
+        KEY: [{"type": "token", "text": "a1"}, {"type": "token", "text": "a2"}],
+        other: [{"type": "token", "text": "b1"}],
+    }, limits=LIMITS)
+    await store.append_events({other: [{"type": "token", "text": "b2"}], KEY: []}, limits=LIMITS)
+    # Then each log holds its own events, in the order given
+    mine = await store.read_events(KEY, after=None, limit=10)
+    theirs = await store.read_events(other, after=None, limit=10)
+    assert [e.data["text"] for e in mine] == ["a1", "a2"]
+    assert [e.data["text"] for e in theirs] == ["b1", "b2"]
 
 
 async def test_delete_removes_everything(store: Store) -> None:

@@ -87,7 +87,7 @@ async def test_every_key_of_a_conversation_carries_a_ttl(store: RedisStore, raw:
     m1, m2 = msg("one", key="idem-1"), msg("two", key="idem-2")
     acc = await store.accept(KEY, m1, version="v1", owner="A", policy="enqueue", limits=LIMITS)
     await store.accept(KEY, m2, version="v1", owner="B", policy="enqueue", limits=LIMITS)
-    await store.append_events(KEY, [{"type": "token", "text": "o"}], limits=LIMITS)
+    await store.append_events({KEY: [{"type": "token", "text": "o"}]}, limits=LIMITS)
     # Then every key written so far expires
     after_accept = await assert_every_key_expires(raw)
     assert {k.rsplit(":", 1)[-1] for k in after_accept} >= {"m", "i", "e"}

@@ -201,10 +201,10 @@ async def test_periodic_cleanup_deletes_what_expired_untouched(tmp_path: Path) -
             key = ConversationKey("default", f"c{i}")
             await store.accept(key, _msg("x", key="k"), version="v1", owner="A", policy="enqueue",
                                limits=limits)
-            await store.append_events(key, [{"type": "token", "text": "t"}], limits=limits)
+            await store.append_events({key: [{"type": "token", "text": "t"}]}, limits=limits)
         await asyncio.sleep(0.2)
         store._next_cleanup = 0.0  # due now
-        await store.append_events(ConversationKey("default", "other"), [{"type": "t"}], limits=Limits())
+        await store.append_events({ConversationKey("default", "other"): [{"type": "t"}]}, limits=Limits())
         counts = await store._read(
             lambda conn, now: [
                 conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]

@@ -87,25 +87,14 @@ class ConversationRoutes:
         self, engine: Engine, send: Send, conversation_id: str, text: Any, options: dict[str, Any]
     ) -> None:
         """Tokens as the handler emits them, then the reply, then ``done``; errors after the start as events."""
-        queue: asyncio.Queue[JSONObject | None] = asyncio.Queue()
-        message_id, reply = await engine.submit(conversation_id, text, on_event=queue.put_nowait, **options)
-        reply.add_done_callback(lambda _task: queue.put_nowait(None))
+        tokens = _TokenChannel()
+        message_id, reply = await engine.submit(conversation_id, text, on_event=tokens.put, **options)
+        reply.add_done_callback(tokens.close)
         headers = [*SSE_HEADERS, (b"x-message-id", message_id.encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        finished = False
-        while not finished:
-            event = await queue.get()
-            chunks: list[bytes] = []
-            while True:  # coalesce the tokens already waiting into one write
-                if event is None:
-                    finished = True
-                    break
-                chunks.append(_token(event))
-                if queue.empty():
-                    break
-                event = queue.get_nowait()
-            if chunks:
-                await send({"type": "http.response.body", "body": b"".join(chunks), "more_body": True})
+        # Tokens framed while this request waited go out in one write.
+        while (body := await tokens.take()) is not None:
+            await send({"type": "http.response.body", "body": body, "more_body": True})
         await send({"type": "http.response.body", "body": _ending(reply), "more_body": False})
 
     async def get_conversation(self, scope: Scope, receive: Receive, send: Send, conversation_id: str) -> None:
@@ -128,6 +117,43 @@ def _wait_param(scope: Scope) -> bool:
     if value.lower() in _FALSE:
         return False
     raise errors.StatefleetClientError(f"query parameter wait={value!r} must be true or false")
+
+
+class _TokenChannel:
+    """Token events from a turn (framed as SSE as they come) to the request streaming them: one waiter, no queue."""
+
+    __slots__ = ("_closed", "_frames", "_waiter")
+
+    def __init__(self) -> None:
+        self._frames: list[bytes] = []
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+
+    def put(self, event: JSONObject) -> None:
+        self._frames.append(_token(event))
+        self._wake()
+
+    def close(self, _reply: object = None) -> None:
+        self._closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def take(self) -> bytes | None:
+        """The frames waiting (at least one), or None once the turn finished and all were taken."""
+        while not self._frames:
+            if self._closed:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        body = b"".join(self._frames)
+        self._frames.clear()
+        return body
 
 
 def _token(event: JSONObject) -> bytes:

@@ -13,6 +13,7 @@ Every method that changes a conversation is atomic for that conversation. The tu
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -240,8 +241,11 @@ class Store(Protocol):
         """Remove everything of the conversation; True if it existed."""
         ...
 
-    async def append_events(self, key: ConversationKey, events: list[JSONObject], *, limits: Limits) -> None:
-        """Append live events (streamed tokens) to the conversation's event log."""
+    async def append_events(self, batches: Mapping[ConversationKey, list[JSONObject]], *, limits: Limits) -> None:
+        """Append live events (streamed tokens) to the event logs of one or more conversations, each in order.
+
+        Not atomic across conversations: an engine writes the tokens of all its streams in one call.
+        """
         ...
 
     async def read_events(self, key: ConversationKey, *, after: str | None, limit: int) -> list[Event]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Mapping
 
+from .._json import dumps, loads
 from . import _records
 from .base import (
     Acceptance,
@@ -25,11 +27,35 @@ from .base import (
 
 
 class _EventLog:
-    __slots__ = ("entries", "expires")
+    """A conversation's bounded event log: sequence numbers and event bodies (``{"type": ..., ...}``).
+
+    Two deques rather than a deque of ``Event`` objects or tuples: an int, and a dict of strings, are objects the
+    garbage collector does not track, while a log of tracked objects would put every streamed token of every
+    live conversation in the collector's work (long pauses with thousands of conversations).
+    """
+
+    __slots__ = ("bodies", "expires", "seqs")
 
     def __init__(self, maxlen: int) -> None:
-        self.entries: deque[Event] = deque(maxlen=maxlen)
+        self.seqs: deque[int] = deque(maxlen=maxlen)
+        self.bodies: deque[JSONObject] = deque(maxlen=maxlen)
         self.expires = 0.0
+
+    def append(self, seq: int, event: JSONObject) -> None:
+        self.seqs.append(seq)
+        self.bodies.append(dict(event))
+
+    def after(self, floor: int, limit: int) -> list[Event]:
+        events: list[Event] = []
+        if limit <= 0:
+            return events
+        for seq, body in zip(self.seqs, self.bodies, strict=True):
+            if seq > floor:
+                data = dict(body)
+                events.append(Event(str(seq), str(data.pop("type")), data))
+                if len(events) == limit:
+                    break
+        return events
 
 
 class MemoryStore:
@@ -38,7 +64,8 @@ class MemoryStore:
     def __init__(self) -> None:
         self._records: dict[ConversationKey, _records.Record] = {}
         self._expires: dict[ConversationKey, float] = {}
-        self._receipts: dict[tuple[ConversationKey, str], tuple[Receipt, float]] = {}
+        #: Receipts as JSON (and their expiry), which the garbage collector need not look into: one per message.
+        self._receipts: dict[tuple[ConversationKey, str], tuple[bytes, float]] = {}
         self._events: dict[ConversationKey, _EventLog] = {}
         self._hints: dict[ConversationKey, float] = {}
         self._event_seq = 0
@@ -61,7 +88,7 @@ class MemoryStore:
         if entry[1] <= now:
             del self._receipts[(key, name)]
             return None
-        return entry[0]
+        return Receipt(*loads(entry[0]))
 
     def _apply(
         self,
@@ -77,7 +104,9 @@ class MemoryStore:
         for write in fx.receipts:
             if write.only_if_exists and self._get_receipt(key, write.name, now) is None:
                 continue
-            self._receipts[(key, write.name)] = (write.receipt, now + write.ttl)
+            r = write.receipt
+            body = dumps((r.message_id, r.status, r.result, r.fingerprint))
+            self._receipts[(key, write.name)] = (body, now + write.ttl)
         if fx.events:
             self._append(key, fx.events, limits, now)
         if fx.hint is not None:
@@ -87,14 +116,15 @@ class MemoryStore:
 
     def _append(self, key: ConversationKey, events: list[JSONObject], limits: Limits, now: float) -> None:
         log = self._events.get(key)
-        if log is None or log.expires <= now or log.entries.maxlen != limits.events_max:
-            old = list(log.entries) if log is not None and log.expires > now else []
+        if log is None or log.expires <= now or log.seqs.maxlen != limits.events_max:
+            old = log if log is not None and log.expires > now else None
             log = self._events[key] = _EventLog(limits.events_max)
-            log.entries.extend(old)
-        for data in events:
+            if old is not None:
+                log.seqs.extend(old.seqs)
+                log.bodies.extend(old.bodies)
+        for event in events:
             self._event_seq += 1
-            body = dict(data)
-            log.entries.append(Event(str(self._event_seq), str(body.pop("type")), body))
+            log.append(self._event_seq, event)
         log.expires = now + limits.events_ttl
 
     def _drop(self, key: ConversationKey) -> None:
@@ -175,15 +205,16 @@ class MemoryStore:
         self._drop(key)
         return existed
 
-    async def append_events(self, key: ConversationKey, events: list[JSONObject], *, limits: Limits) -> None:
-        self._append(key, events, limits, self._clock())
+    async def append_events(self, batches: Mapping[ConversationKey, list[JSONObject]], *, limits: Limits) -> None:
+        now = self._clock()
+        for key, events in batches.items():
+            self._append(key, events, limits, now)
 
     async def read_events(self, key: ConversationKey, *, after: str | None, limit: int) -> list[Event]:
         log = self._events.get(key)
         if log is None or log.expires <= self._clock():
             return []
-        floor = int(after) if after else 0
-        return [event for event in log.entries if int(event.id) > floor][:limit]
+        return log.after(int(after) if after else 0, limit)
 
     async def backlog(self) -> int:
         now = self._clock()

@@ -17,6 +17,7 @@ import json
 import re
 import ssl
 import time
+from collections.abc import Mapping
 from importlib import resources
 from typing import Any, NamedTuple, cast
 
@@ -401,15 +402,18 @@ class RedisStore:
         )
         return bool(existed)
 
-    async def append_events(self, key: ConversationKey, events: list[JSONObject], *, limits: Limits) -> None:
-        if not events:
-            return
+    async def append_events(self, batches: Mapping[ConversationKey, list[JSONObject]], *, limits: Limits) -> None:
         lim = _limit_args(limits)
-        await self._eval(
-            "append_events",
-            [conversation_keys(key).events],
-            [lim.events_max, lim.events, *[_dumps(e) for e in events]],
-        )
+        # One script call per conversation (each log is in its conversation's slot), all sent in one write.
+        calls = [
+            self._eval("append_events", [conversation_keys(key).events],
+                       [lim.events_max, lim.events, *[_dumps(e) for e in events]])
+            for key, events in batches.items() if events
+        ]
+        if len(calls) == 1:
+            await calls[0]
+        elif calls:
+            await asyncio.gather(*calls)
 
     async def read_events(self, key: ConversationKey, *, after: str | None, limit: int) -> list[Event]:
         if after is not None and not _EVENT_ID.fullmatch(after):

@@ -21,7 +21,7 @@ import random
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -553,8 +553,16 @@ class SQLiteStore:
 
         return await self._write(body)
 
-    async def append_events(self, key: ConversationKey, events: list[JSONObject], *, limits: Limits) -> None:
-        await self._write(lambda conn, now: _append_events(conn, key, events, limits, now))
+    async def append_events(self, batches: Mapping[ConversationKey, list[JSONObject]], *, limits: Limits) -> None:
+        if not batches:
+            return
+        batches = dict(batches)  # the transaction runs in another thread
+
+        def body(conn: sqlite3.Connection, now: float) -> None:
+            for key, events in batches.items():
+                _append_events(conn, key, events, limits, now)
+
+        await self._write(body)
 
     async def read_events(self, key: ConversationKey, *, after: str | None, limit: int) -> list[Event]:
         floor = int(after) if after else 0
