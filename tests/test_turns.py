@@ -214,6 +214,34 @@ async def test_stream_yields_tokens_then_the_reply(engine: Engine) -> None:
     assert [e.type for e in logged] == ["token", "reply"]
 
 
+async def test_many_streams_at_once_keep_each_event_log_in_order_with_the_reply_last(store: Store) -> None:
+    # Given an agent whose tokens come a few at a time, interleaved across conversations
+    agent = Agent("chatty", history_window=4)
+
+    @agent.handler
+    async def handle(turn: Turn) -> None:
+        for i in range(12):
+            turn.emit(f"{turn.turn}.{i} ")
+            if i % 3 == 2:
+                await asyncio.sleep(0)
+
+    # When 40 conversations take two turns each, all at once, on one engine (one event-log writer)
+    async with Engine(agent, store, FAST) as engine:
+        async def converse(n: int) -> None:
+            for _ in range(2):
+                await engine.send(f"c{n}", "go")
+
+        await asyncio.gather(*(converse(n) for n in range(40)))
+        # Then every log holds its turns' tokens in emission order, each turn's reply after its own tokens
+        expected = [
+            *[("token", f"1.{i} ") for i in range(12)], ("reply", None),
+            *[("token", f"2.{i} ") for i in range(12)], ("reply", None),
+        ]
+        for n in range(40):
+            logged = await store.read_events(engine.conversation_key(f"c{n}"), after=None, limit=100)
+            assert [(e.type, e.data.get("text") if e.type == "token" else None) for e in logged] == expected
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error"),
     [
