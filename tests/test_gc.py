@@ -51,3 +51,15 @@ def test_a_full_collection_comes_when_it_is_due_even_without_errors() -> None:
     assert dead() is not None
     heap.tick(errors=0)
     assert dead() is None and heap.full_collections == 2
+
+
+def test_a_full_collection_comes_when_the_process_grew_enough() -> None:
+    heap = FrozenHeap(full_every=3600, full_after_growth=8 * 2**20, full_after_errors=10**9)
+    node = Node()
+    dead = weakref.ref(node)
+    heap.tick()
+    del node
+    assert dead() is not None and heap.full_collections == 0
+    grown = b"x" * (16 * 2**20)  # 16 MiB the process now holds
+    heap.tick()
+    assert dead() is None and heap.full_collections == 1 and len(grown) == 16 * 2**20

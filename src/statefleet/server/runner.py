@@ -33,7 +33,7 @@ from types import FrameType
 
 import uvicorn
 
-from .._gc import tune_for_serving
+from .._gc import FrozenHeap, tune_for_serving
 from .._loading import load_agent
 from ..store import check_store_url
 from ..turns import EngineSettings
@@ -164,6 +164,7 @@ def run_worker(options: ServeOptions, sock: socket.socket | None = None) -> int:
     server = DrainingServer(uvicorn_config(app, options), app, options.drain_timeout)
     if options.tune_gc:
         tune_for_serving()
+        FrozenHeap().start_thread()
     server.run(sockets=[sock] if sock is not None else None)
     return 0 if server.started else 3
 
