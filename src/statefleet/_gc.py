@@ -13,9 +13,12 @@ with no collection at all, 114 ms).
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import threading
 import time
+
+log = logging.getLogger(__name__)
 
 #: (young, middle, old) thresholds; CPython's defaults are (700, 10, 10).
 THRESHOLDS = (50_000, 10, 1_000)
@@ -70,7 +73,10 @@ class FrozenHeap:
         def run() -> None:
             while True:
                 time.sleep(interval)
-                self.tick()
+                try:
+                    self.tick()
+                except Exception:  # never expected; without the ticks, collection is as tuned at startup
+                    log.exception("garbage-collection tick failed")
 
         thread = threading.Thread(target=run, name="statefleet-gc", daemon=True)
         thread.start()
