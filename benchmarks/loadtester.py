@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -126,7 +127,7 @@ def _store_for_llm(cpu: int | None) -> Iterator[str]:
         yield "memory://"
         return
     with redis_server() as url:
-        for pid in _procs.find_listening(int(url.rsplit(":", 1)[1].split("/")[0])):
+        for pid in _procs.find_listening(urllib.parse.urlsplit(url).port or 6379):
             _pin(pid, cpu)
         yield url
 

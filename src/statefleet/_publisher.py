@@ -119,6 +119,6 @@ class EventPublisher:
 
     async def drain(self) -> None:
         """Wait until every emitted token is in the store (so the reply event comes after them)."""
-        self._listener = None
+        self._listener = None  # the turn is sealed: nothing more goes to its caller
         if self._writer is not None:
             await self._writer.flushed(self._key)

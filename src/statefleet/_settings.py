@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import errors
+from .store.base import Limits
+
+#: The store's defaults: the engine hands its settings to the store as ``Limits``, so they are named once.
+_LIMITS = Limits()
 
 
 @dataclass(frozen=True)
@@ -12,24 +16,24 @@ class EngineSettings:
     """How one engine runs turns. Defaults are tuned for real time: a dead owner's work resumes in < 5 s."""
 
     #: Lease time-to-live (s); a dead owner's conversations are taken over after this.
-    lease_ttl: float = 3.0
+    lease_ttl: float = _LIMITS.lease_ttl
     #: How often (s) the sweeper looks for expired leases.
     sweep_interval: float = 1.0
     #: How often (s) a running turn's lease is renewed; None: a third of ``lease_ttl``.
     heartbeat_interval: float | None = None
     #: Idle conversations expire after this (s).
-    conversation_ttl: float = 7 * 24 * 3600.0
+    conversation_ttl: float = _LIMITS.conversation_ttl
     #: Idempotency records are kept this long (s).
-    idempotency_ttl: float = 24 * 3600.0
+    idempotency_ttl: float = _LIMITS.idempotency_ttl
     #: Results a waiting caller polls are kept this long (s).
-    receipt_ttl: float = 600.0
+    receipt_ttl: float = _LIMITS.receipt_ttl
     #: Events kept per conversation, and for how long (s).
-    events_max: int = 256
-    events_ttl: float = 3600.0
+    events_max: int = _LIMITS.events_max
+    events_ttl: float = _LIMITS.events_ttl
     #: Messages one conversation's inbox may hold.
-    inbox_max: int = 1000
+    inbox_max: int = _LIMITS.inbox_max
     #: A message started this many times without committing fails.
-    max_attempts: int = 5
+    max_attempts: int = _LIMITS.max_attempts
     #: Calls to ``send`` this engine serves at once; more get ``Overloaded`` at once.
     max_in_flight: int = 10_000
     #: Write streamed tokens to the store's event log, so every instance can follow them live.

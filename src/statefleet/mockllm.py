@@ -15,7 +15,6 @@ import json
 import random
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +22,7 @@ import click
 
 from ._gc import tune_for_serving
 from .errors import ConfigError
+from .loadtest._hdr import Histogram
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -71,19 +71,9 @@ class MockLLM:
         self.settings = settings
         self.rng = random.Random(settings.seed)
         self.requests = 0
-        #: Seconds from each streamed request's arrival to its first token's write, as the mock itself saw it
-        #: (the configured TTFT plus the mock's own delays under load): the baseline a load test compares with.
-        self.first_token_seconds: deque[float] = deque(maxlen=1_000_000)
-
-    def ttft_summary(self) -> dict[str, float]:
-        """Percentiles (ms) of the time to first token this mock delivered."""
-        delays = sorted(self.first_token_seconds)
-        if not delays:
-            return {"count": 0}
-        def at(q: float) -> float:
-            return round(1000 * delays[min(len(delays) - 1, int(q * len(delays)))], 3)
-        return {"count": len(delays), "p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "p99.9": at(0.999),
-                "max": round(1000 * delays[-1], 3)}
+        #: From each streamed request's arrival to its first token's write, as the mock itself saw it (the
+        #: configured TTFT plus the mock's own delays under load): the baseline a load test compares with.
+        self.first_token = Histogram()
 
     def words(self, prompt: str) -> list[str]:
         n = self.settings.reply_tokens
@@ -111,7 +101,7 @@ class MockLLM:
     async def health(self, request: web.Request) -> web.Response:
         from aiohttp import web
 
-        return web.json_response({"status": "ok", "requests": self.requests, "ttft_ms": self.ttft_summary()})
+        return web.json_response({"status": "ok", "requests": self.requests, "ttft_ms": self.first_token.summary_ms()})
 
     async def models(self, request: web.Request) -> web.Response:
         from aiohttp import web
@@ -170,7 +160,7 @@ class MockLLM:
                 delta["role"] = "assistant"
             await response.write(chunk(delta))
             if i == 0:
-                self.first_token_seconds.append(time.monotonic() - started)
+                self.first_token.record(time.monotonic() - started)
         await response.write(chunk({}, "stop"))
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()

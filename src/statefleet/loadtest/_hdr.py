@@ -9,6 +9,8 @@ from hdrh.histogram import HdrHistogram  # type: ignore[import-untyped]
 #: 1 µs .. 10 min, 3 significant digits: 0.1 % error on every percentile.
 LOWEST_US = 1
 HIGHEST_US = 600_000_000
+#: The percentiles a summary reports, by name.
+PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9))
 
 
 class Histogram:
@@ -40,6 +42,13 @@ class Histogram:
     @property
     def mean(self) -> float:
         return float(self._h.get_mean_value()) / 1_000_000 if self.count else 0.0
+
+    def summary_ms(self) -> dict[str, float]:
+        """``p50``, ``p90``, ``p99``, ``p99.9`` and ``max`` in ms, and ``count`` (all 0 when empty)."""
+        out = {name: round(self.percentile(p) * 1000, 3) for name, p in PERCENTILES}
+        out["max"] = round(self.max * 1000, 3)
+        out["count"] = self.count
+        return out
 
     def merge(self, other: Histogram) -> None:
         if other.count:

@@ -6,22 +6,13 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from ._hdr import Histogram
 from .continuity import KINDS
 from .runner import Outcome
 from .stats import FINE, recovery_times
 from .workload import Workload
 
-PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9))
 #: Above this CPU use the tester itself limits the load: its figures are a floor, not the server's.
 SATURATED_PERCENT = 90.0
-
-
-def percentiles_ms(hist: Histogram) -> dict[str, float]:
-    out = {name: round(hist.percentile(p) * 1000, 3) for name, p in PERCENTILES}
-    out["max"] = round(hist.max * 1000, 3)
-    out["count"] = hist.count
-    return out
 
 
 def build_result(workload: Workload, outcome: Outcome, chaos_texts: list[str]) -> dict[str, Any]:
@@ -77,8 +68,8 @@ def build_result(workload: Workload, outcome: Outcome, chaos_texts: list[str]) -
             "chaos": chaos_texts,
         },
         "totals": totals,
-        "latency_ms": percentiles_ms(rec.latency),
-        "ttft_ms": percentiles_ms(rec.ttft),
+        "latency_ms": rec.latency.summary_ms(),
+        "ttft_ms": rec.ttft.summary_ms(),
         "errors_by_kind": dict(sorted(rec.errors.items(), key=lambda kv: -kv[1])),
         "continuity": {
             "ok": not any(rec.continuity.values()),
