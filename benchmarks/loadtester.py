@@ -123,7 +123,10 @@ def _cpus() -> tuple[int | None, int | None]:
 @contextmanager
 def _store_for_llm(cpu: int | None) -> Iterator[str]:
     """``memory://``, or with SF_BENCH_LLM_STORE=redis a throwaway redis-server on the instance's CPU."""
-    if os.environ.get("SF_BENCH_LLM_STORE", "memory") != "redis":
+    choice = os.environ.get("SF_BENCH_LLM_STORE", "memory")
+    if choice not in ("memory", "redis"):
+        raise SystemExit(f"SF_BENCH_LLM_STORE={choice!r}: use memory or redis")
+    if choice == "memory":
         yield "memory://"
         return
     with redis_server() as url:
