@@ -11,7 +11,6 @@ streaming agent can be load-tested without paying for, or waiting on, a real mod
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 import uuid
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ._gc import tune_for_serving
+from ._json import dumps
 from .errors import ConfigError
 from .loadtest._hdr import Histogram
 
@@ -101,7 +101,9 @@ class MockLLM:
     async def health(self, request: web.Request) -> web.Response:
         from aiohttp import web
 
-        return web.json_response({"status": "ok", "requests": self.requests, "ttft_ms": self.first_token.summary_ms()})
+        loop = type(asyncio.get_running_loop())
+        return web.json_response({"status": "ok", "requests": self.requests, "ttft_ms": self.first_token.summary_ms(),
+                                  "loop": f"{loop.__module__}.{loop.__qualname__}"})
 
     async def models(self, request: web.Request) -> web.Response:
         from aiohttp import web
@@ -145,7 +147,7 @@ class MockLLM:
         def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
             data = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-            return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+            return b"data: " + dumps(data) + b"\n\n"
 
         for i, word in enumerate(words):
             # Paced against the start, so tokens do not drift later under load.
@@ -186,16 +188,15 @@ def serve(settings: MockSettings, host: str, port: int) -> None:
     try:
         import uvloop
 
-        loop_factory: Any = uvloop.new_event_loop
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
     except ImportError:
-        loop_factory = None
+        loop = asyncio.new_event_loop()
     app = MockLLM(settings).build_app()
     print(f"mock LLM on http://{host}:{port}/v1 — ttft {settings.ttft:g}s, {settings.tokens_per_s:g} tokens/s, "
           f"{settings.reply_tokens} tokens per reply", flush=True)
-    if loop_factory is not None:
-        asyncio.set_event_loop(loop_factory())
     tune_for_serving()  # its pauses would add to the model's time to first token it is meant to fake
-    web.run_app(app, host=host, port=port, print=None, access_log=None, backlog=4096)
+    # The loop is passed in: run_app makes a plain asyncio one of its own otherwise (set_event_loop is ignored).
+    web.run_app(app, host=host, port=port, print=None, access_log=None, backlog=4096, loop=loop)
 
 
 @click.command("mock-llm")

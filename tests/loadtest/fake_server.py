@@ -7,6 +7,7 @@ history has its two newest utterances swapped).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import defaultdict
 from typing import Any
@@ -52,8 +53,12 @@ class FakeFleet:
             return web.json_response(result)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        await response.write(b'event: token\ndata: {"text":"ok "}\n\n')
-        await response.write(b"event: reply\ndata: " + json.dumps(result).encode() + b"\n\nevent: done\ndata: {}\n\n")
+        # CRLF lines, a comment, and the reply cut in two writes: the tester must reassemble events.
+        await response.write(b': hello\r\n\r\nevent: token\r\ndata: {"text":"ok "}\r\n\r\n')
+        reply = b"event: reply\r\ndata: " + json.dumps(result).encode() + b"\r\n\r\nevent: done\ndata: {}\n\n"
+        await response.write(reply[:20])
+        await asyncio.sleep(0.002)
+        await response.write(reply[20:])
         await response.write_eof()
         return response
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from statefleet.loadtest.client import sse_event
 from statefleet.loadtest.continuity import ContinuityChecker
 from statefleet.loadtest.runner import LoadTest, RunOptions
 from statefleet.loadtest.workload import Profile, Workload
@@ -51,6 +52,12 @@ def test_a_message_given_up_on_may_commit_later() -> None:
     checker = _checker(2)
     checker.uncertain = 1
     assert checker.on_view({"turns": 3, "history": _history(1, 2)}, final=True) == []
+
+
+def test_sse_events_are_parsed_per_the_spec() -> None:
+    assert sse_event(b'event: token\ndata: {"text":"a"}') == ("token", b'{"text":"a"}')
+    assert sse_event(b"data:one\ndata: two\nid: 7") == ("message", b"one\ntwo")
+    assert sse_event(b": a comment") == ("message", b"")
 
 
 async def _run_against(mode: str) -> dict[str, int]:

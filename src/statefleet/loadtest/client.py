@@ -61,6 +61,20 @@ def _retry_after(headers: Any) -> float | None:
         return None
 
 
+def sse_event(block: bytes) -> tuple[str, bytes]:
+    """(event name, data) of one server-sent event's lines; comments and other fields are ignored."""
+    event, data = "message", []
+    for line in block.split(b"\n"):
+        field, _, value = line.partition(b":")
+        if value.startswith(b" "):
+            value = value[1:]
+        if field == b"event":
+            event = value.decode()
+        elif field == b"data":
+            data.append(value)
+    return event, b"\n".join(data)
+
+
 class Client:
     """Talks to the fleet for every user of one process over one pooled aiohttp session."""
 
@@ -124,20 +138,23 @@ class Client:
             async with self.session.post(url, data=body, headers=headers) as response:
                 if response.status != 200:
                     raise await _http_failure(response)
-                event = ""
-                async for raw in response.content:
-                    line = raw.rstrip(b"\r\n")
-                    if line.startswith(b"event:"):
-                        event = line[6:].strip().decode()
-                    elif line.startswith(b"data:"):
+                # Whatever arrived, split into whole events: one read per network chunk, not one per line.
+                buffer = b""
+                async for data in response.content.iter_any():
+                    buffer += data
+                    if b"\r" in buffer:
+                        buffer = buffer.replace(b"\r\n", b"\n")
+                    *blocks, buffer = buffer.split(b"\n\n")
+                    for block in blocks:
+                        event, payload = sse_event(block)
                         if event == "token":
                             if not first_token:
                                 first_token.append(time.monotonic())
                         elif event == "reply":
-                            reply: dict[str, Any] = json.loads(line[5:])
+                            reply: dict[str, Any] = json.loads(payload)
                             return reply
                         elif event == "error":
-                            error = json.loads(line[5:]).get("error", {})
+                            error = json.loads(payload).get("error", {})
                             code = str(error.get("code", "error"))
                             raise RequestFailed(f"stream_{code}", code in RETRYABLE_CODES)
                 raise RequestFailed("stream_cut", True, detail="the stream ended without a reply")
