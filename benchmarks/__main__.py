@@ -11,6 +11,8 @@ import platform
 import time
 from pathlib import Path
 
+from ._machine import python_speed
+
 RESULTS = Path(__file__).with_name("results")
 
 
@@ -22,7 +24,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     quick = args.quick
     meta = {"quick": quick, "when": time.strftime("%Y-%m-%d %H:%M:%S"), "python": platform.python_version(),
-            "machine": platform.machine(), "cpus": __import__("os").cpu_count()}
+            "machine": platform.machine(), "cpus": __import__("os").cpu_count(), "python_speed": python_speed()}
     if args.which in ("engine", "all"):
         from . import engine
 

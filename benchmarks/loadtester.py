@@ -34,6 +34,7 @@ from typing import Any
 from statefleet._serve_process import ServeProcess, wait_until_ready
 from statefleet.loadtest import _procs
 
+from ._machine import cpu_seconds, python_speed
 from ._servers import free_port, redis_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,11 +44,12 @@ FLOOR_TURNS_PER_S = 3000
 
 
 @contextmanager
-def serve(agent: str, store: str, env: dict[str, str] | None = None, lease_ttl: str = "1",
+def serve(agent: str, store: str, env: dict[str, str] | None = None, lease_ttl: str | None = "1",
           cpu: int | None = None) -> Iterator[str]:
-    """An instance of ``agent`` (on ``cpu`` when given); on exit it is killed, with anything the chaos restarted
-    on its port."""
-    instance = ServeProcess(agent, store, "--lease-ttl", lease_ttl, "--log-level", "warning", env=env)
+    """An instance of ``agent`` (on ``cpu`` when given; ``lease_ttl`` None: the default); on exit it is killed,
+    with anything the chaos restarted on its port."""
+    options = ("--lease-ttl", lease_ttl) if lease_ttl is not None else ()
+    instance = ServeProcess(agent, store, *options, "--log-level", "warning", env=env)
     _pin(instance.proc.pid, cpu)
     try:
         if not wait_until_ready(instance.url, instance.proc):
@@ -149,7 +151,11 @@ def llm(quick: bool) -> dict[str, Any]:
             raise SystemExit("the mock LLM did not come up")
         env = {"OPENAI_BASE_URL": f"{mock_url}/v1"}
         agent = os.environ.get("SF_BENCH_LLM_AGENT", f"{ROOT / 'benchmarks' / 'apps' / 'lean_llm_agent.py'}:agent")
-        with _store_for_llm(server_cpu) as store, serve(agent, store, env, cpu=server_cpu) as url:
+        speed_before = python_speed()
+        # The default lease TTL (3 s), as deployed: the kill tests' 1 s triples the lease renewals.
+        with _store_for_llm(server_cpu) as store, serve(agent, store, env, None, server_cpu) as url:
+            instance_pid = _procs.find_listening(urllib.parse.urlsplit(url).port or 80)[0]
+            cpu_before, started = cpu_seconds(instance_pid), time.monotonic()
             # 5,000 people in conversation at once, each reading and typing ~20 s between messages (exponential):
             # ~250-300 turns/s, ~9,000 streamed tokens/s through one instance. They arrive over 60 s (each sends
             # its first message on arrival), then stay. The instance has one CPU to itself; the mock and the
@@ -157,6 +163,8 @@ def llm(quick: bool) -> dict[str, Any]:
             result = loadtest(url, "--conversations", users, "--turns", "5", "--think", "20s", "--stream-ratio", "1",
                               "--profile", f"ramp:0..{users}/{ramp}", "--duration", duration, "--timeout", "60s",
                               cpu=client_cpu)
+            instance_cpu = (cpu_seconds(instance_pid) - cpu_before) / (time.monotonic() - started)
+        speed_after = python_speed()
         mock_own = json.loads(urllib.request.urlopen(mock_url + "/healthz", timeout=10).read())["ttft_ms"]
     finally:
         mock.kill()
@@ -170,6 +178,9 @@ def llm(quick: bool) -> dict[str, Any]:
     summary["ttft_p99_over_configured_ms"] = round(result["ttft_ms"]["p99"] - 100.0, 1)
     summary["ttft_p99_over_mock_own_p99_ms"] = round(result["ttft_ms"]["p99"] - mock_own["p99"], 1)
     summary["errors_by_kind"] = result["errors_by_kind"]
+    # Over the whole run, ramp included: near 100 means the instance was saturated and the figure measures that.
+    summary["instance_cpu_percent"] = round(100 * instance_cpu, 1)
+    summary["python_speed_before_after"] = [speed_before, speed_after]
     return summary
 
 

@@ -343,9 +343,11 @@ class Engine:
         >>> message_id, reply = await engine.submit("alice123", "hello")
         >>> result = await reply
         """
-        accepted: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        # One future settled by whichever comes first: the acceptance, or the end of the send (an error, or a
+        # result without acceptance) — cheaper than asyncio.wait on both, on every streamed message.
+        accepted: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
 
-        def on_accepted(message_id: str) -> None:
+        def on_accepted(message_id: str | None) -> None:
             if not accepted.done():
                 accepted.set_result(message_id)
 
@@ -353,10 +355,10 @@ class Engine:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         task.add_done_callback(_observe)
-        first: list[asyncio.Future[Any]] = [accepted, task]
-        await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
-        if accepted.done():
-            return accepted.result(), task
+        task.add_done_callback(lambda _task: on_accepted(None))
+        message_id = await accepted
+        if message_id is not None:
+            return message_id, task
         return task.result().message_id, task  # raises why the message was not accepted
 
     async def stream(
