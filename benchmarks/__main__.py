@@ -11,7 +11,7 @@ import platform
 import time
 from pathlib import Path
 
-from ._machine import python_speed
+from ._machine import machine
 
 RESULTS = Path(__file__).with_name("results")
 
@@ -24,7 +24,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     quick = args.quick
     meta = {"quick": quick, "when": time.strftime("%Y-%m-%d %H:%M:%S"), "python": platform.python_version(),
-            "machine": platform.machine(), "cpus": __import__("os").cpu_count(), "python_speed": python_speed()}
+            "machine": platform.machine(), "cpus": __import__("os").cpu_count(), **machine()}
     if args.which in ("engine", "all"):
         from . import engine
 
