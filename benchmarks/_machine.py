@@ -1,8 +1,9 @@
-"""How fast this machine runs Python right now, so figures from different runs can be compared.
+"""How fast this machine runs Python and system calls right now, so figures from different runs compare.
 
 The machine is shared: the same benchmark has measured a 3x different floor on different days. Each run
-records ``python_speed()`` (a fixed CPU-bound workload of the kind a server does: JSON, dicts, calls) next to
-its figures, and the CPU seconds the measured processes used.
+records ``machine()`` next to its figures: ``python_speed()`` (a fixed CPU-bound workload of the kind a server
+does: JSON, dicts, calls) and ``loopback_round_trips()`` (local socket round trips); the llm benchmark also
+records the CPU seconds of the instance it measures (``cpu_seconds``).
 """
 
 from __future__ import annotations
