@@ -2,7 +2,7 @@
 
 Modes: ``ok``; ``drop_history`` (the view forgets the older half of the history); ``duplicate`` (every 7th
 message of a conversation commits twice); ``stale`` (the view lags one turn behind); ``reorder`` (the view's
-history has its two newest utterances swapped).
+history has its two newest utterances swapped); ``endless_event`` (a stream of one event that never ends).
 """
 
 from __future__ import annotations
@@ -53,6 +53,12 @@ class FakeFleet:
             return web.json_response(result)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
+        if self.mode == "endless_event":  # one event that never ends, 64 KiB at a time
+            await response.write(b"event: token\ndata: ")
+            for _ in range(16):
+                await response.write(b"x" * 65536)
+            await response.write_eof()
+            return response
         # CRLF lines, a comment, and the reply cut in two writes: the tester must reassemble events.
         await response.write(b': hello\r\n\r\nevent: token\r\ndata: {"text":"ok "}\r\n\r\n')
         reply = b"event: reply\r\ndata: " + json.dumps(result).encode() + b"\r\n\r\nevent: done\ndata: {}\n\n"

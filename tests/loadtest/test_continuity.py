@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
+import aiohttp
 import pytest
 
-from statefleet.loadtest.client import sse_event
+from statefleet.loadtest.client import MAX_EVENT_BYTES, Client, sse_event
 from statefleet.loadtest.continuity import ContinuityChecker
 from statefleet.loadtest.runner import LoadTest, RunOptions
+from statefleet.loadtest.stats import Recorder
 from statefleet.loadtest.workload import Profile, Workload
 
 from . import fake_server
@@ -58,6 +62,21 @@ def test_sse_events_are_parsed_per_the_spec() -> None:
     assert sse_event(b'event: token\ndata: {"text":"a"}') == ("token", b'{"text":"a"}')
     assert sse_event(b"data:one\ndata: two\nid: 7") == ("message", b"one\ntwo")
     assert sse_event(b": a comment") == ("message", b"")
+
+
+async def test_an_event_that_never_ends_fails_the_turn_without_retries() -> None:
+    # Given a server streaming 1 MiB of one unfinished event, the tester stops at its bound: a bad response
+    # (not a cut stream to retry), with nothing held beyond the bound.
+    runner, url, _fleet = await fake_server.start("endless_event")
+    try:
+        recorder = Recorder(time.monotonic())
+        async with aiohttp.ClientSession() as session:
+            client = Client(session, (url,), recorder, retry_budget=5.0)
+            assert await client.send("c1", "hello", "k1", stream=True, target=0) is None
+    finally:
+        await runner.cleanup()
+    assert MAX_EVENT_BYTES < 1024 * 1024
+    assert dict(recorder.errors) == {"bad_response": 1} and recorder.retries == 0
 
 
 async def _run_against(mode: str) -> dict[str, int]:

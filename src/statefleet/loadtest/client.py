@@ -25,6 +25,8 @@ from .stats import Recorder
 RETRYABLE = frozenset({502, 503, 504})
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 _SSE_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+#: The longest server-sent event a stream may hold unfinished (aiohttp's bound on one line, as before).
+MAX_EVENT_BYTES = 512 * 1024
 
 
 class RequestFailed(Exception):
@@ -145,6 +147,9 @@ class Client:
                     if b"\r" in buffer:
                         buffer = buffer.replace(b"\r\n", b"\n")
                     *blocks, buffer = buffer.split(b"\n\n")
+                    if len(buffer) > MAX_EVENT_BYTES:
+                        raise RequestFailed("bad_response", False,
+                                            detail=f"an unfinished event over {MAX_EVENT_BYTES} bytes")
                     for block in blocks:
                         event, payload = sse_event(block)
                         if event == "token":
