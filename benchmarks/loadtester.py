@@ -27,8 +27,8 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +144,42 @@ def llm(quick: bool) -> dict[str, Any]:
     if not users.isdigit() or int(users) < 1:
         raise SystemExit(f"SF_BENCH_LLM_USERS={users!r}: a positive number of users")
     server_cpu, client_cpu = _cpus()
+    # 5,000 people in conversation at once, each reading and typing ~20 s between messages (exponential):
+    # ~250-300 turns/s, ~9,000 streamed tokens/s through one instance. They arrive over 60 s (each sends its
+    # first message on arrival), then stay. The instance has one CPU to itself; the mock and the tester share
+    # the other, so the figure is the instance's, not the CPUs' contention.
+    workload = ("--conversations", users, "--turns", "5", "--think", "20s", "--stream-ratio", "1",
+                "--profile", f"ramp:0..{users}/{ramp}", "--duration", duration, "--timeout", "60s")
+    agent = os.environ.get("SF_BENCH_LLM_AGENT", f"{ROOT / 'benchmarks' / 'apps' / 'lean_llm_agent.py'}:agent")
+    machine_before = machine()
+    # The floor first, in the same run: the same workload through a bare proxy with no guarantees at all
+    # (benchmarks/apps/bare_llm_proxy.py), so the figure reads against what one Python process does here.
+    floor = _llm_run(lambda env: _bare_proxy(env, server_cpu), workload, client_cpu)
+
+    @contextmanager
+    def statefleet_instance(env: dict[str, str]) -> Iterator[str]:
+        # The default lease TTL (3 s), as deployed: the kill tests' 1 s triples the lease renewals.
+        with _store_for_llm(server_cpu) as store, serve(agent, store, env, None, server_cpu) as url:
+            yield url
+
+    summary = _llm_run(statefleet_instance, workload, client_cpu)
+    machine_after = machine()
+    summary["users"] = int(users)
+    summary["agent"] = agent.rsplit("/", 1)[-1]
+    summary["store"] = os.environ.get("SF_BENCH_LLM_STORE", "memory")
+    summary["cpus"] = {"instance": server_cpu, "mock_and_tester": client_cpu}
+    summary["mock_configured_ttft_ms"] = 100.0
+    summary["floor"] = floor
+    summary["ttft_p99_over_floor_ms"] = round(summary["ttft_ms"]["p99"] - floor["ttft_ms"]["p99"], 1)
+    summary["instance_cpu_ms_per_turn_over_floor"] = round(
+        summary["instance_cpu_ms_per_turn"] / floor["instance_cpu_ms_per_turn"], 2)
+    summary["machine_before_after"] = [machine_before, machine_after]  # benchmarks/_machine.py
+    return summary
+
+
+def _llm_run(target: Callable[[dict[str, str]], AbstractContextManager[str]], workload: tuple[str, ...],
+             client_cpu: int | None) -> dict[str, Any]:
+    """One llm run against a fresh mock LLM: the users' figures, the mock's own TTFT, the instance's CPU."""
     mock_port = free_port()
     mock = subprocess.Popen([sys.executable, "-m", "statefleet", "mock-llm", "--port", str(mock_port), "--ttft",
                              "100ms", "--tokens-per-s", str(29 / 0.9), "--reply-tokens", "30"],
@@ -153,40 +189,44 @@ def llm(quick: bool) -> dict[str, Any]:
     try:
         if not wait_until_ready(mock_url, mock, path="/healthz"):
             raise SystemExit("the mock LLM did not come up")
-        env = {"OPENAI_BASE_URL": f"{mock_url}/v1"}
-        agent = os.environ.get("SF_BENCH_LLM_AGENT", f"{ROOT / 'benchmarks' / 'apps' / 'lean_llm_agent.py'}:agent")
-        machine_before = machine()
-        # The default lease TTL (3 s), as deployed: the kill tests' 1 s triples the lease renewals.
-        with _store_for_llm(server_cpu) as store, serve(agent, store, env, None, server_cpu) as url:
+        with target({"OPENAI_BASE_URL": f"{mock_url}/v1"}) as url:
             instance_pid = _procs.find_listening(urllib.parse.urlsplit(url).port or 80)[0]
             cpu_before, started = cpu_seconds(instance_pid), time.monotonic()
-            # 5,000 people in conversation at once, each reading and typing ~20 s between messages (exponential):
-            # ~250-300 turns/s, ~9,000 streamed tokens/s through one instance. They arrive over 60 s (each sends
-            # its first message on arrival), then stay. The instance has one CPU to itself; the mock and the
-            # tester share the other, so the figure is the instance's, not the CPUs' contention.
-            result = loadtest(url, "--conversations", users, "--turns", "5", "--think", "20s", "--stream-ratio", "1",
-                              "--profile", f"ramp:0..{users}/{ramp}", "--duration", duration, "--timeout", "60s",
-                              cpu=client_cpu)
+            result = loadtest(url, *workload, cpu=client_cpu)
             instance_cpu = (cpu_seconds(instance_pid) - cpu_before) / (time.monotonic() - started)
-        machine_after = machine()
         mock_own = json.loads(urllib.request.urlopen(mock_url + "/healthz", timeout=10).read())["ttft_ms"]
     finally:
         mock.kill()
         mock.wait()
     summary = _summary(result)
-    summary["users"] = int(users)
-    summary["agent"] = agent.rsplit("/", 1)[-1]
-    summary["store"] = store.split(":", 1)[0]
-    summary["cpus"] = {"instance": server_cpu, "mock_and_tester": client_cpu}
-    summary["mock_configured_ttft_ms"] = 100.0
+    summary["errors_by_kind"] = result["errors_by_kind"]
     summary["mock_own_ttft_ms"] = mock_own
     summary["ttft_p99_over_configured_ms"] = round(result["ttft_ms"]["p99"] - 100.0, 1)
     summary["ttft_p99_over_mock_own_p99_ms"] = round(result["ttft_ms"]["p99"] - mock_own["p99"], 1)
-    summary["errors_by_kind"] = result["errors_by_kind"]
     # Over the whole run, ramp included: near 100 means the instance was saturated and the figure measures that.
     summary["instance_cpu_percent"] = round(100 * instance_cpu, 1)
-    summary["machine_before_after"] = [machine_before, machine_after]  # benchmarks/_machine.py
+    turns_per_s = result["totals"]["turns_per_s"]
+    summary["instance_cpu_ms_per_turn"] = round(1000 * instance_cpu / turns_per_s, 2) if turns_per_s else None
     return summary
+
+
+@contextmanager
+def _bare_proxy(env: dict[str, str], cpu: int | None) -> Iterator[str]:
+    """benchmarks/apps/bare_llm_proxy.py under uvicorn as ``statefleet serve`` runs (uvloop, httptools)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "benchmarks.apps.bare_llm_proxy:app", "--host", "127.0.0.1", "--port",
+         str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+         "--timeout-keep-alive", "30"], cwd=ROOT, env={**os.environ, **env})
+    _pin(proc.pid, cpu)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        if not wait_until_ready(url, proc):
+            raise SystemExit("the bare proxy did not come up")
+        yield url
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def main() -> None:
