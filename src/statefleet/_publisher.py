@@ -11,7 +11,7 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from .observability.hooks import EngineObserver
 from .store.base import ConversationKey, JSONObject, Limits, Store
@@ -29,7 +29,7 @@ class EventLogWriter:
     """
 
     def __init__(
-        self, store: Callable[[], Store], limits: Limits, on_appended: Callable[[ConversationKey], None]
+        self, store: Callable[[], Store], limits: Limits, on_appended: Callable[[Iterable[ConversationKey]], None]
     ) -> None:
         #: The engine's store as it is now (the server wraps it with metrics and tracing after creating it).
         self._store = store
@@ -61,8 +61,7 @@ class EventLogWriter:
                     log.warning("could not publish the events of %d conversations", len(self._writing),
                                 exc_info=True)
                 else:
-                    for key in self._writing:
-                        self._on_appended(key)
+                    self._on_appended(self._writing)
                 self._writing = {}
         finally:
             self._task = None

@@ -163,9 +163,8 @@ class MockLLM:
             await response.write(chunk(delta))
             if i == 0:
                 self.first_token.record(time.monotonic() - started)
-        await response.write(chunk({}, "stop"))
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
+        # The finish chunk, [DONE] and the end of the body leave in one write (one packet for the client to read).
+        await response.write_eof(chunk({}, "stop") + b"data: [DONE]\n\n")
         return response
 
 

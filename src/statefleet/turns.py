@@ -16,7 +16,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
@@ -122,7 +122,7 @@ class Engine:
         #: Streamed tokens on their way to the store's event logs (None: not published, see the settings).
         self._event_writer = None
         if self.settings.publish_tokens:
-            self._event_writer = EventLogWriter(lambda: self.store, self.limits, self.events_appended)
+            self._event_writer = EventLogWriter(lambda: self.store, self.limits, self._events_appended)
         self._loops: list[asyncio.Task[None]] = []
         self._in_flight = 0
         #: Message ids are this engine's random prefix and a counter: unique fleet-wide, cheap to make.
@@ -232,6 +232,11 @@ class Engine:
         """Wake this engine's local followers of ``key``'s event log."""
         for signal in self._event_watchers.get(key, ()):
             signal.set()
+
+    def _events_appended(self, keys: Iterable[ConversationKey]) -> None:
+        if self._event_watchers:  # usually nobody follows a log: skip the per-key lookups
+            for key in keys:
+                self.events_appended(key)
 
     def _next_message_id(self) -> str:
         return f"{self._id_prefix}{next(self._id_counter):08x}"

@@ -157,7 +157,12 @@ class _TokenChannel:
 
 
 def _token(event: JSONObject) -> bytes:
-    return sse.frame("token", {k: v for k, v in event.items() if k != "type"})
+    data = dict(event)  # a token event as it goes over SSE: its event name is the type
+    del data["type"]
+    return _TOKEN_HEAD + dumps(data) + b"\n\n"
+
+
+_TOKEN_HEAD = b"event: token\ndata: "
 
 
 def _ending(reply: asyncio.Task[TurnResult]) -> bytes:
