@@ -32,6 +32,7 @@ from .agent import Agent, DoubleTexting, Turn
 from .observability.context import TurnScope, current_turn
 from .observability.hooks import EngineObserver, MessageSpan
 from .store.base import (
+    Acceptance,
     AcceptKind,
     ConversationKey,
     InboundMessage,
@@ -66,7 +67,24 @@ class _Running:
     in_handler: bool = False
 
 
-_ACCEPTED = frozenset((AcceptKind.LEASED, AcceptKind.QUEUED, AcceptKind.DUPLICATE))
+@dataclass(slots=True)
+class _Accepted:
+    """A message the store accepted (or recognised as a retry), whose result its caller is still to get."""
+
+    key: ConversationKey
+    message: InboundMessage
+    acceptance: Acceptance
+    waiter: asyncio.Future[JSONObject]
+    policy: DoubleTexting
+    timeout: float | None
+    span: MessageSpan | None
+    #: A queued message whose turn this engine runs: its waiter is settled here, the store is polled rarely.
+    local: bool
+
+    @property
+    def message_id(self) -> str:
+        """The id the caller knows the message by: for a retry, the original message's."""
+        return self.acceptance.message_id
 
 
 def _observe(task: asyncio.Task[Any]) -> None:
@@ -255,116 +273,47 @@ class Engine:
         double_texting: DoubleTexting | None = None,
         timeout: float | None = 300.0,
         on_event: EventCallback | None = None,
-        on_accepted: Callable[[str], None] | None = None,
     ) -> TurnResult:
         """Send one message and wait for its reply.
 
         ``on_event`` is called with each token the handler emits (when the turn runs on this instance).
-        ``on_accepted`` is called with the message id once the store has accepted the message (for a retried
-        Idempotency-Key: the original message's id); see ``submit``.
         Raises a ``StatefleetClientError`` for bad input (nothing accepted), ``ConversationBusy`` under
         policy ``reject``, ``TurnInterrupted`` when a newer message cancelled this one, ``TurnFailed`` when
         the handler raised, ``TurnTimeout`` when ``timeout`` passed (the message is still processed).
         """
-        key = self.conversation_key(conversation_id, tenant)
-        policy = double_texting or self.agent.double_texting
-        if policy not in ("enqueue", "reject", "interrupt"):
-            raise errors.InvalidMessage(f"double_texting {policy!r} must be enqueue, reject or interrupt")
-        text, metadata, idempotency_key, fingerprint = check_message(
-            text, metadata, idempotency_key, max_bytes=self.agent.max_message_bytes
-        )
-        if not self._accepting:
-            raise errors.Overloaded(
-                "this instance is draining" if self._started else "engine not started; use `async with Engine(...)`"
-            )
-        if self._in_flight >= self.settings.max_in_flight:
-            raise errors.Overloaded(f"this instance is at its limit of {self.settings.max_in_flight} turns in flight")
-        message_id = self._next_message_id()
-        observer = self.observer
-        span: MessageSpan | None = None if observer is None else observer.message_received(key, message_id)
-        message = InboundMessage(message_id, text, metadata, idempotency_key, time.time(), fingerprint,
-                                 None if span is None else span.traceparent)
-        self._in_flight += 1
-        waiter: asyncio.Future[JSONObject] = asyncio.get_running_loop().create_future()
-        self._waiters[message.id] = waiter
-        if on_event is not None:
-            self._listeners[message.id] = on_event
-        try:
-            started = perf_counter()
-            acceptance = await self.store.accept(
-                key, message, version=self.agent.version, owner=self.instance_id, policy=policy,
-                limits=self.limits,
-            )
-            kind = acceptance.kind
-            if observer is not None:
-                observer.message_accepted(kind.value, perf_counter() - started)
-            if on_accepted is not None and kind in _ACCEPTED:
-                on_accepted(acceptance.message_id)
-            if kind is AcceptKind.LEASED:
-                assert acceptance.work is not None
-                self._start_drive(acceptance.work)
-                result = await await_own(message.id, waiter, timeout)
-            elif kind is AcceptKind.QUEUED:
-                if policy == "interrupt":
-                    self._interrupt_local(key)
-                local = acceptance.owner == self.instance_id and key in self._running
-                result = await await_receipt(self.store, key, message.id, waiter, timeout, poll_store=not local)
-            elif kind is AcceptKind.DUPLICATE:
-                return await self._duplicate(key, message, acceptance.receipt, timeout, policy)
-            elif kind is AcceptKind.REJECTED:
-                self.stats.rejected += 1
-                if policy == "reject":
-                    raise errors.ConversationBusy(
-                        f"conversation {conversation_id!r} is running a turn; double texting policy is reject"
-                    )
-                raise errors.Overloaded(
-                    f"conversation {conversation_id!r} has {self.limits.inbox_max} messages waiting"
-                )
-            else:
-                raise errors.WrongVersion(
-                    f"conversation {conversation_id!r} is pinned to version {acceptance.version!r}; "
-                    f"this instance serves {self.agent.version!r}"
-                )
-            return to_turn_result(key, message.id, result, duplicate=False)
-        finally:
-            self._in_flight -= 1
-            self._waiters.pop(message.id, None)
-            self._listeners.pop(message.id, None)
-            if span is not None:
-                span.end(sys.exc_info()[1])
+        accepted = await self._accept(conversation_id, text, tenant, metadata, idempotency_key, double_texting,
+                                      timeout, on_event)
+        return await self._outcome(accepted)
 
     async def submit(
         self,
         conversation_id: str,
         text: str,
-        **kwargs: Any,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        metadata: JSONObject | None = None,
+        idempotency_key: str | None = None,
+        double_texting: DoubleTexting | None = None,
+        timeout: float | None = 300.0,
+        on_event: EventCallback | None = None,
     ) -> tuple[str, asyncio.Task[TurnResult]]:
         """Send one message without waiting for its reply: return once the store has accepted it.
 
-        Returns the message id and a task that resolves to the ``TurnResult`` (the engine holds a reference
-        to it until it is done). Takes the arguments of ``send``, and raises as ``send`` does when the message
-        is not accepted (bad input, busy, overloaded).
+        Returns the message id (for a retried Idempotency-Key: the original message's) and a task that resolves
+        to the ``TurnResult`` (the engine holds a reference to it until it is done). Takes the arguments of
+        ``send``, and raises as ``send`` does when the message is not accepted (bad input, busy, overloaded).
+        The store's accept runs in the caller's task, so the turn starts without waiting for another task.
 
         >>> message_id, reply = await engine.submit("alice123", "hello")
         >>> result = await reply
         """
-        # One future settled by whichever comes first: the acceptance, or the end of the send (an error, or a
-        # result without acceptance) — cheaper than asyncio.wait on both, on every streamed message.
-        accepted: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-
-        def on_accepted(message_id: str | None) -> None:
-            if not accepted.done():
-                accepted.set_result(message_id)
-
-        task = asyncio.create_task(self.send(conversation_id, text, on_accepted=on_accepted, **kwargs))
+        accepted = await self._accept(conversation_id, text, tenant, metadata, idempotency_key, double_texting,
+                                      timeout, on_event)
+        task = asyncio.create_task(self._outcome(accepted))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         task.add_done_callback(_observe)
-        task.add_done_callback(lambda _task: on_accepted(None))
-        message_id = await accepted
-        if message_id is not None:
-            return message_id, task
-        return task.result().message_id, task  # raises why the message was not accepted
+        return accepted.message_id, task
 
     async def stream(
         self,
@@ -398,6 +347,108 @@ class Engine:
     async def delete(self, conversation_id: str, tenant: str = DEFAULT_TENANT) -> bool:
         """Remove everything of the conversation; True if it existed."""
         return await self.store.delete(self.conversation_key(conversation_id, tenant))
+
+    # -- accepting a message ---------------------------------------------------------------------------------
+
+    async def _accept(
+        self,
+        conversation_id: str,
+        text: str,
+        tenant: str,
+        metadata: JSONObject | None,
+        idempotency_key: str | None,
+        double_texting: DoubleTexting | None,
+        timeout: float | None,
+        on_event: EventCallback | None,
+    ) -> _Accepted:
+        """Validate ``text`` and have the store accept it; start its turn when this engine got the lease.
+
+        Raises when the message is not accepted. Otherwise the caller owns the returned record and must pass it
+        to :meth:`_outcome`, which waits for the result and releases what was registered here. (If the caller
+        is cancelled while the store accepts, the message may still have been accepted: its lease then expires
+        and the sweeper runs it, as after a crash.)
+        """
+        key = self.conversation_key(conversation_id, tenant)
+        policy = double_texting or self.agent.double_texting
+        if policy not in ("enqueue", "reject", "interrupt"):
+            raise errors.InvalidMessage(f"double_texting {policy!r} must be enqueue, reject or interrupt")
+        text, metadata, idempotency_key, fingerprint = check_message(
+            text, metadata, idempotency_key, max_bytes=self.agent.max_message_bytes
+        )
+        if not self._accepting:
+            raise errors.Overloaded(
+                "this instance is draining" if self._started else "engine not started; use `async with Engine(...)`"
+            )
+        if self._in_flight >= self.settings.max_in_flight:
+            raise errors.Overloaded(f"this instance is at its limit of {self.settings.max_in_flight} turns in flight")
+        message_id = self._next_message_id()
+        observer = self.observer
+        span: MessageSpan | None = None if observer is None else observer.message_received(key, message_id)
+        message = InboundMessage(message_id, text, metadata, idempotency_key, time.time(), fingerprint,
+                                 None if span is None else span.traceparent)
+        self._in_flight += 1
+        waiter: asyncio.Future[JSONObject] = asyncio.get_running_loop().create_future()
+        self._waiters[message.id] = waiter
+        if on_event is not None:
+            self._listeners[message.id] = on_event
+        try:
+            started = perf_counter()
+            acceptance = await self.store.accept(
+                key, message, version=self.agent.version, owner=self.instance_id, policy=policy,
+                limits=self.limits,
+            )
+            kind = acceptance.kind
+            if observer is not None:
+                observer.message_accepted(kind.value, perf_counter() - started)
+            local = False
+            if kind is AcceptKind.LEASED:
+                assert acceptance.work is not None
+                self._start_drive(acceptance.work)
+            elif kind is AcceptKind.QUEUED:
+                if policy == "interrupt":
+                    self._interrupt_local(key)
+                local = acceptance.owner == self.instance_id and key in self._running
+            elif kind is AcceptKind.REJECTED:
+                self.stats.rejected += 1
+                if policy == "reject":
+                    raise errors.ConversationBusy(
+                        f"conversation {conversation_id!r} is running a turn; double texting policy is reject"
+                    )
+                raise errors.Overloaded(
+                    f"conversation {conversation_id!r} has {self.limits.inbox_max} messages waiting"
+                )
+            elif kind is not AcceptKind.DUPLICATE:
+                raise errors.WrongVersion(
+                    f"conversation {conversation_id!r} is pinned to version {acceptance.version!r}; "
+                    f"this instance serves {self.agent.version!r}"
+                )
+        except BaseException as exc:
+            self._forget(message.id, span, exc)
+            raise
+        return _Accepted(key, message, acceptance, waiter, policy, timeout, span, local)
+
+    async def _outcome(self, accepted: _Accepted) -> TurnResult:
+        """The result of a message :meth:`_accept` took: its own turn's, or the original's for a duplicate."""
+        key, message, acceptance = accepted.key, accepted.message, accepted.acceptance
+        try:
+            if acceptance.kind is AcceptKind.LEASED:
+                result = await await_own(message.id, accepted.waiter, accepted.timeout)
+            elif acceptance.kind is AcceptKind.QUEUED:
+                result = await await_receipt(self.store, key, message.id, accepted.waiter, accepted.timeout,
+                                             poll_store=not accepted.local)
+            else:
+                return await self._duplicate(key, message, acceptance.receipt, accepted.timeout, accepted.policy)
+            return to_turn_result(key, message.id, result, duplicate=False)
+        finally:
+            self._forget(message.id, accepted.span, sys.exc_info()[1])
+
+    def _forget(self, message_id: str, span: MessageSpan | None, error: BaseException | None) -> None:
+        """The message's caller is done with it: unregister its waiter and listener, end its span."""
+        self._in_flight -= 1
+        self._waiters.pop(message_id, None)
+        self._listeners.pop(message_id, None)
+        if span is not None:
+            span.end(error)
 
     # -- waiting for results -------------------------------------------------------------------------------
 
