@@ -1,8 +1,10 @@
 """Where a turn's streamed tokens go: to the local caller at once, and to the store's event log in batches.
 
-One :class:`EventLogWriter` per engine writes the tokens of all its running turns: whatever was emitted since
-its last pass goes to the store in one call, so a token costs a list append, not a task and a store call of
-its own (with thousands of streams, the per-token task was a good part of an instance's CPU).
+One :class:`EventLogWriter` per engine writes the tokens of all its running turns: whatever was emitted in the
+last few milliseconds goes to the store in one call, so a token costs a list append, not a task and a store
+call of its own (with thousands of streams, the per-token task was a good part of an instance's CPU). The
+caller streaming a turn gets its tokens at once; only the log, which other instances and reconnecting clients
+read, lags by up to :data:`BATCH_DELAY` — and a turn's end writes its tokens at once, before its reply.
 """
 
 from __future__ import annotations
@@ -19,6 +21,13 @@ from .store.base import ConversationKey, JSONObject, Limits, Store
 log = logging.getLogger(__name__)
 
 EventCallback = Callable[[JSONObject], None]
+
+#: Seconds a writer pass waits for more tokens once one is queued. Under light load a pass would otherwise
+#: carry a token or two, each paying for a task and a store call; 5 ms gathers every stream's next tokens.
+BATCH_DELAY = 0.005
+#: The writer serves every turn, so its timer and task must not carry the first one's context (its trace, its
+#: turn scope — and a reference cycle through that turn).
+_EMPTY = contextvars.Context()
 
 
 class EventLogWriter:
@@ -38,6 +47,7 @@ class EventLogWriter:
         self._pending: dict[ConversationKey, list[JSONObject]] = {}
         self._writing: dict[ConversationKey, list[JSONObject]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def add(self, key: ConversationKey, event: JSONObject) -> None:
         """Queue ``event`` for ``key``'s event log; it is written on the next pass of the writer."""
@@ -46,9 +56,15 @@ class EventLogWriter:
             self._pending[key] = [event]
         else:
             batch.append(event)
-        if self._task is None:
-            # An empty context: the writer serves every turn, so it must not carry the first one's (its trace,
-            # its turn scope — and a reference cycle through that turn).
+        if self._task is None and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(BATCH_DELAY, self._start, context=_EMPTY)
+
+    def _start(self) -> None:
+        """Start a pass now (the delay passed, or a turn is ending)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._task is None and self._pending:
             self._task = asyncio.get_running_loop().create_task(self._write(), context=contextvars.Context())
 
     async def _write(self) -> None:
@@ -68,6 +84,8 @@ class EventLogWriter:
 
     async def flushed(self, key: ConversationKey) -> None:
         """Wait until every event queued for ``key`` is in the store (or could not be written)."""
+        if self._timer is not None and key in self._pending:
+            self._start()  # the turn is ending: its tokens go now, not after the batching delay
         while (task := self._task) is not None and (key in self._pending or key in self._writing):
             try:
                 await asyncio.shield(task)
@@ -78,6 +96,7 @@ class EventLogWriter:
 
     async def close(self) -> None:
         """Write what is queued, then stop."""
+        self._start()
         while (task := self._task) is not None:
             await asyncio.shield(task)
 
