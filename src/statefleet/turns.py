@@ -16,7 +16,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
@@ -26,6 +26,7 @@ from ._commits import cancelled, committed, failed
 from ._publisher import EventCallback, EventLogWriter, EventPublisher
 from ._results import Conversation, TurnResult, to_turn_result
 from ._settings import EngineSettings, EngineStats
+from ._upkeep import Running, Upkeep
 from ._validation import DEFAULT_TENANT, check_conversation_id, check_message, check_tenant
 from ._waiting import await_own, await_receipt
 from .agent import Agent, DoubleTexting, Turn
@@ -37,7 +38,6 @@ from .store.base import (
     ConversationKey,
     InboundMessage,
     JSONObject,
-    Lease,
     Limits,
     Receipt,
     Store,
@@ -50,21 +50,6 @@ __all__ = ["Conversation", "Engine", "EngineSettings", "EngineStats", "EventCall
 log = logging.getLogger(__name__)
 
 
-
-
-@dataclass(slots=True)
-class _Running:
-    """A conversation whose lease this engine holds, and the turn it is running."""
-
-    lease: Lease
-    task: asyncio.Task[None] | None = None
-    message_id: str = ""
-    renewed_at: float = 0.0
-    #: When the running turn's handler started (monotonic).
-    started: float = 0.0
-    #: Why the running handler is being cancelled: "interrupt", "lost" or "drain".
-    cancel_reason: str | None = None
-    in_handler: bool = False
 
 
 @dataclass(slots=True)
@@ -97,7 +82,7 @@ def _new_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-class Engine:
+class Engine(Upkeep):
     """One instance of the fleet: runs ``agent`` on conversations kept in ``store``.
 
     >>> async with Engine(agent, store) as engine:
@@ -131,7 +116,7 @@ class Engine:
             max_attempts=self.settings.max_attempts,
         )
         self.stats = EngineStats()
-        self._running: dict[ConversationKey, _Running] = {}
+        self._running: dict[ConversationKey, Running] = {}
         self._waiters: dict[str, asyncio.Future[JSONObject]] = {}
         self._listeners: dict[str, EventCallback] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -510,13 +495,13 @@ class Engine:
 
     def _start_drive(self, work: WorkItem) -> None:
         key = work.lease.key
-        running = _Running(work.lease, renewed_at=time.monotonic())
+        running = Running(work.lease, renewed_at=time.monotonic())
         self._running[key] = running
         running.task = asyncio.create_task(self._drive(running, work))
         self._background.add(running.task)
         running.task.add_done_callback(self._background.discard)
 
-    async def _drive(self, running: _Running, first: WorkItem) -> None:
+    async def _drive(self, running: Running, first: WorkItem) -> None:
         """Run turns under one lease until the inbox is empty, the lease is lost, or the engine drains."""
         key = first.lease.key
         work: WorkItem | None = first
@@ -573,7 +558,7 @@ class Engine:
             if self._running.get(key) is running:
                 del self._running[key]
 
-    async def _run_turn(self, running: _Running, work: WorkItem) -> TurnCommit | None:
+    async def _run_turn(self, running: Running, work: WorkItem) -> TurnCommit | None:
         key = work.lease.key
         message = work.message
         running.message_id = message.id
@@ -667,99 +652,3 @@ class Engine:
             running.task.cancel()
 
     # -- background loops ----------------------------------------------------------------------------------
-
-    async def _guard(self, loop_fn: Callable[[], Any], name: str) -> None:
-        """Keep an eternal loop alive: log a crash and start it again."""
-        while True:
-            try:
-                await loop_fn()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("%s loop crashed; restarting in 1 s", name)
-                await asyncio.sleep(1.0)
-
-    def info(self) -> JSONObject:
-        """This instance as the fleet registry shows it."""
-        return {
-            "id": self.instance_id,
-            "agent": self.agent.name,
-            "version": self.agent.version,
-            "address": self.address,
-            "in_flight": self.in_flight,
-            "waiting": self._in_flight,
-            "draining": self.draining,
-            "started_at": self.started_at,
-            "heartbeat_at": time.time(),
-            "stats": {"committed": self.stats.committed, "failed": self.stats.failed,
-                      "takeovers": self.stats.takeovers, "fenced": self.stats.fenced},
-        }
-
-    async def _register(self) -> None:
-        try:
-            await self.store.register_instance(self.instance_id, self.info(), ttl=self.settings.registry_ttl)
-        except Exception:
-            log.warning("could not register instance %r in the fleet registry", self.instance_id, exc_info=True)
-
-    async def _register_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.registry_ttl / 3)
-            await self._register()
-
-    async def _heartbeat_forever(self) -> None:
-        interval = self.settings.heartbeat
-        while True:
-            await asyncio.sleep(min(interval / 2, 0.25))
-            now = time.monotonic()
-            due = [r for r in self._running.values() if now - r.renewed_at >= interval]
-            for running in due:
-                await self._renew(running)
-
-    async def _renew(self, running: _Running) -> None:
-        key = running.lease.key
-        message_id = running.message_id
-        try:
-            outcome = await self.store.renew(running.lease, limits=self.limits)
-        except Exception:
-            log.warning("could not renew lease of %r; will retry", str(key), exc_info=True)
-            return
-        if self._running.get(key) is not running or running.message_id != message_id:
-            return  # the turn committed meanwhile (and may have freed the lease): nothing to say
-        running.renewed_at = time.monotonic()
-        if not outcome.kept:
-            log.warning("lost the lease of conversation %r (token %d); stopping its turn",
-                        str(key), running.lease.token)
-            if running.task is not None and running.in_handler:
-                running.cancel_reason = "lost"
-                running.task.cancel()
-        elif outcome.interrupt and running.in_handler and running.task is not None:
-            running.cancel_reason = "interrupt"
-            running.task.cancel()
-
-    async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.sweep_interval)
-            await self.reclaim_expired_leases()
-
-    async def reclaim_expired_leases(self, limit: int = 100) -> int:
-        """Take over conversations whose owner stopped renewing, and run their pending messages."""
-        taken = 0
-        for key in await self.store.expired_leases(limit):
-            if key in self._running or not self._accepting:
-                continue
-            work = await self.store.reclaim(key, owner=self.instance_id, limits=self.limits)
-            if work is None:
-                continue
-            taken += 1
-            self.stats.takeovers += 1
-            if self.observer is not None:
-                self.observer.takeover(key, work.previous_owner, work.attempt)
-            log.warning(
-                "instance %r took over conversation %r from instance %r (token %d, attempt %d of message %r)",
-                self.instance_id, str(key), work.previous_owner, work.lease.token, work.attempt, work.message.id,
-                extra={"conversation_id": key.id, "tenant": key.tenant, "message_id": work.message.id,
-                       "instance": self.instance_id, "previous_owner": work.previous_owner,
-                       "attempt": work.attempt},
-            )
-            self._start_drive(work)
-        return taken
