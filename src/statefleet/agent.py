@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import re
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
@@ -60,6 +61,7 @@ class Turn:
         "_loop",
         "_reply",
         "_sealed",
+        "_thread",
         "_tokens",
         "attempt",
         "conversation_id",
@@ -108,6 +110,7 @@ class Turn:
         self._tokens: list[str] = []
         self._sealed = False
         self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
 
     def emit(self, text: str, **data: Any) -> _Done:
         """Stream a token (or any text chunk) to the caller now. ``await`` it or not; both work.
@@ -121,11 +124,9 @@ class Turn:
         event: dict[str, Any] = {"type": "token", "message_id": self.message_id, "text": text}
         if data:
             event["data"] = data
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self._loop:
+        # The loop's own thread (a thread id, not asyncio.get_running_loop(): on Python 3.11 that makes a
+        # getpid() system call each time, and this runs for every token).
+        if threading.get_ident() == self._thread:
             self._record_token(event)
         else:
             self._loop.call_soon_threadsafe(self._record_token, event)

@@ -122,9 +122,11 @@ def _wait_param(scope: Scope) -> bool:
 class _TokenChannel:
     """Token events from a turn (framed as SSE as they come) to the request streaming them: one waiter, no queue."""
 
-    __slots__ = ("_closed", "_frames", "_waiter")
+    __slots__ = ("_closed", "_frames", "_loop", "_waiter")
 
     def __init__(self) -> None:
+        # Looked up once: asyncio.get_running_loop() costs a getpid() system call on Python 3.11.
+        self._loop = asyncio.get_running_loop()
         self._frames: list[bytes] = []
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
@@ -146,7 +148,7 @@ class _TokenChannel:
         while not self._frames:
             if self._closed:
                 return None
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = self._loop.create_future()
             try:
                 await self._waiter
             finally:
