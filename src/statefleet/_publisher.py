@@ -50,7 +50,7 @@ class EventLogWriter:
         self._timer: asyncio.TimerHandle | None = None
 
     def add(self, key: ConversationKey, event: JSONObject) -> None:
-        """Queue ``event`` for ``key``'s event log; it is written on the next pass of the writer."""
+        """Queue ``event`` for ``key``'s event log: written within :data:`BATCH_DELAY`, or when its turn ends."""
         batch = self._pending.get(key)
         if batch is None:
             self._pending[key] = [event]
