@@ -8,8 +8,10 @@
 - **llm**: 5,000 concurrent streaming conversations through the streaming LLM agent on one instance with the
   mock LLM (1 s replies, 30 tokens); TTFT p99 seen by the users against the mock's configured 100 ms and against
   the TTFT the mock itself measured delivering (its ``/healthz``). The instance runs on one CPU, the mock and
-  the tester on another. ``SF_BENCH_LLM_STORE=redis`` runs it on a throwaway Redis (on the instance's CPU);
-  ``SF_BENCH_LLM_USERS`` sets another number of users (the figure to reach is at 5,000).
+  the tester on another. The same workload first runs against its floor, ``benchmarks/apps/bare_llm_proxy.py``
+  (no guarantees at all), on the same CPU: ~5 minutes in all. ``SF_BENCH_LLM_STORE=redis`` runs statefleet on
+  a throwaway Redis (on the instance's CPU); ``SF_BENCH_LLM_USERS`` sets another number of users (the figure
+  to reach is at 5,000).
 
 Results go to benchmarks/results/loadtester.json.
 """
