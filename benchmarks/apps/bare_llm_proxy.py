@@ -14,7 +14,6 @@ Serve with ``OPENAI_BASE_URL=http://.../v1 uvicorn benchmarks.apps.bare_llm_prox
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -22,15 +21,12 @@ import orjson
 
 from statefleet._gc import FrozenHeap, tune_for_serving
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+from ._asgi import Receive, Scope, Send, respond
 
 WINDOW = 10
 PREFIX = "/v1/conversations/"
 SUFFIX = "/messages"
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
-JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 class Conversation:
@@ -126,12 +122,6 @@ class BareLLMProxy:
                     await self.session.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-
-async def respond(send: Send, status: int, body: bytes) -> None:
-    headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 app = BareLLMProxy()

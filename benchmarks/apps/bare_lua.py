@@ -15,21 +15,16 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Awaitable, Callable
 from itertools import count
-from typing import Any
 
 import redis.asyncio as aioredis
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+from ._asgi import Receive, Scope, Send, respond
 
 WINDOW = 5
 LEASE_TTL_MS = 3000
 PREFIX = "/v1/conversations/"
 SUFFIX = "/messages"
-JSON_HEADERS = [(b"content-type", b"application/json")]
 
 # KEYS[1] history list. ARGV[1], ARGV[2] the user and the reply utterance (JSON); ARGV[3] window.
 APPEND_AND_READ = """
@@ -128,12 +123,6 @@ class BareLuaApp:
                     await self.redis.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-
-async def respond(send: Send, status: int, body: bytes) -> None:
-    headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 app = BareLuaApp(lua_calls=1)
