@@ -161,10 +161,7 @@ class _TokenChannel:
 def _token(event: JSONObject) -> bytes:
     data = dict(event)  # a token event as it goes over SSE: its event name is the type
     del data["type"]
-    return _TOKEN_HEAD + dumps(data) + b"\n\n"
-
-
-_TOKEN_HEAD = b"event: token\ndata: "
+    return sse.frame("token", data)
 
 
 def _ending(reply: asyncio.Task[TurnResult]) -> bytes:
