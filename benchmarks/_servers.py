@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from statefleet._redis_server import LocalRedisServer, free_port
+from statefleet.testing import LocalRedisServer, free_port
 
 __all__ = ["free_port", "redis_server"]
 

@@ -16,7 +16,7 @@ import tempfile
 import time
 from typing import Any
 
-from statefleet._serve_process import wait_until_ready
+from statefleet.testing.serve_process import wait_until_ready
 
 from ._servers import free_port, redis_server
 from .http import ROOT, WORKERS, App, run_wrk

@@ -34,8 +34,8 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from statefleet._serve_process import ServeProcess, wait_until_ready
 from statefleet.loadtest import _procs
+from statefleet.testing.serve_process import ServeProcess, wait_until_ready
 
 from ._machine import cpu_seconds, machine
 from ._servers import free_port, redis_server

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from statefleet._redis_server import LocalRedisServer
 from statefleet.store import Store, open_store
+from statefleet.testing import LocalRedisServer
 
 BACKENDS = ["memory", "sqlite", "redis"]
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import httpx
 
-from ._serve_process import ServeProcess
 from .errors import ConfigError
+from .testing import ServeProcess
 
 SCRIPTS: list[tuple[str, list[str]]] = [
     ("alice", ["Hi, my name is Alice", "What's the status of order 12345?", "Do you remember my name?",

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from statefleet._serve_process import ServeProcess
 from statefleet.loadtest import _procs
+from statefleet.testing import ServeProcess
 
 AGENTS = Path(__file__).with_name("agents.py")
 

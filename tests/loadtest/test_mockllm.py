@@ -13,7 +13,7 @@ import httpx
 import pytest
 from openai import AsyncOpenAI
 
-from statefleet._redis_server import free_port
+from statefleet.testing import free_port
 
 from ._support import Instance, run_loadtest
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from statefleet import _serve_process
+from statefleet.testing import serve_process
 
 AGENTS = Path(__file__).with_name("agents.py")
 
 
-class ServeProcess(_serve_process.ServeProcess):
+class ServeProcess(serve_process.ServeProcess):
     """A test agent of ``agents.py`` served on ``store``, ready when constructed; its log in ``logdir``."""
 
     def __init__(self, agent: str, store: str, logdir: Path, *extra: str) -> None:

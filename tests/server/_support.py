@@ -12,8 +12,8 @@ import httpx
 import uvicorn
 
 from statefleet import Agent, EngineSettings, Turn
-from statefleet._redis_server import free_port
 from statefleet.server import ServerSettings, StatefleetApp
+from statefleet.testing import free_port
 
 FAST = ServerSettings(engine=EngineSettings(lease_ttl=0.6, sweep_interval=0.1), drain_timeout=2.0)
 

@@ -12,7 +12,7 @@ from signal import SIGTERM, Signals
 
 import httpx
 
-from ._redis_server import free_port
+from .redis_server import free_port
 
 
 def wait_until_ready(
