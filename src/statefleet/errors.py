@@ -128,6 +128,24 @@ class StoreUnavailable(StatefleetError):
     status = 503
 
 
+class StoreError(StatefleetError):
+    """The state store refused a command for a reason other than being unavailable (a bug, not a blip)."""
+
+    code = "store_error"
+    status = 500
+
+
+class OutcomeUnknown(StatefleetError):
+    """The store failed while the turn committed, and it could not be read back in time whether it did.
+
+    The message is accepted and is committed exactly once or not at all: a retry with the same
+    Idempotency-Key tells which (and never runs a second turn).
+    """
+
+    code = "outcome_unknown"
+    status = 503
+
+
 class Overloaded(StatefleetError):
     """This instance is at its in-flight limit, or draining; try again shortly (Retry-After)."""
 

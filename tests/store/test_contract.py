@@ -375,3 +375,99 @@ async def test_instances_register_expire_and_deregister(store: Store) -> None:
     assert (await store.instances())[0]["in_flight"] == 3
     await store.deregister_instance("i-1")
     assert await store.instances() == []
+
+
+async def test_every_outcome_is_readable_by_message_id_after_commit(store: Store) -> None:
+    # Given an uncontended turn (nobody waited on a receipt at accept)
+    m = msg("hello")
+    acc = await accept(store, m)
+    assert acc.work is not None
+    # When it commits
+    await store.commit(acc.work.lease, done(m.id, "hello"), limits=LIMITS)
+    # Then an owner whose reply was lost can still read back that, and how, the message committed
+    receipt = await store.receipt(KEY, message_id=m.id)
+    assert receipt is not None and receipt.status == "committed"
+    assert receipt.result == {"reply": {"text": "re:hello"}}
+
+
+async def test_a_retried_commit_is_refused_and_the_receipt_tells_it_landed(store: Store) -> None:
+    # Given a commit that landed but whose reply the owner never saw
+    m = msg("hello")
+    acc = await accept(store, m)
+    assert acc.work is not None
+    await store.commit(acc.work.lease, done(m.id, "hello"), limits=LIMITS)
+    # When the owner sends the same commit again
+    again = await store.commit(acc.work.lease, done(m.id, "hello"), limits=LIMITS)
+    # Then nothing is applied twice, and the receipt says it committed once
+    assert again.fenced
+    view = await store.load(KEY)
+    assert view is not None and view.turns == 1 and len(view.history) == 2
+    receipt = await store.receipt(KEY, message_id=m.id)
+    assert receipt is not None and receipt.status == "committed"
+
+
+async def test_fencing_tokens_keep_rising_after_a_delete(store: Store) -> None:
+    # Given a lease of a conversation that is then deleted and started again
+    first = await accept(store, msg("one"))
+    assert first.work is not None
+    assert await store.delete(KEY)
+    second = await accept(store, msg("two"))
+    # Then the new incarnation's token is above the old one's: a stale owner can never present it
+    assert second.work is not None
+    assert second.work.lease.token > first.work.lease.token
+    assert not (await store.renew(first.work.lease, limits=LIMITS)).kept
+
+
+async def test_a_grant_handed_back_unstarted_is_not_an_attempt(store: Store) -> None:
+    # Given a message queued behind a running turn, handed to the owner when that turn commits
+    m1, m2 = msg("one"), msg("two")
+    acc = await accept(store, m1)
+    await accept(store, m2, owner="B")
+    assert acc.work is not None
+    out = await store.commit(acc.work.lease, done(m1.id, "one"), limits=LIMITS)
+    assert out.next is not None and out.next.attempt == 1
+    # When the owner drains and hands it back without starting it
+    await store.release(out.next.lease, started=False)
+    # Then the next owner runs it as its first attempt
+    work = await store.reclaim(KEY, owner="C", limits=LIMITS)
+    assert work is not None and work.message.id == m2.id and work.attempt == 1
+    # And a grant handed back after the handler started does count
+    await store.release(work.lease, started=True)
+    work = await store.reclaim(KEY, owner="D", limits=LIMITS)
+    assert work is not None and work.attempt == 2
+
+
+async def test_backlog_forgets_a_conversation_that_expired_with_messages_waiting(store: Store) -> None:
+    # Given a message waiting in a conversation that then expires (idle TTL) before anyone runs it
+    short = Limits(window=4, lease_ttl=0.05, conversation_ttl=0.2)
+    await store.accept(KEY, msg("one"), version="v1", owner="A", policy="enqueue", limits=short)
+    assert await store.backlog() == 1
+    await asyncio.sleep(0.4)
+    # When the sweeper visits its lease hint
+    for key in await store.expired_leases(100):
+        assert await store.reclaim(key, owner="B", limits=short) is None
+    # Then the fleet-wide backlog no longer counts it (no drift)
+    assert await store.backlog() == 0
+    assert await store.expired_leases(100) == []
+
+
+async def test_fleet_epoch_is_set_once_and_then_kept(store: Store) -> None:
+    first = await store.fleet_epoch("epoch-a")
+    assert first == "epoch-a"
+    assert await store.fleet_epoch("epoch-b") == "epoch-a"
+
+
+async def test_error_events_have_one_shape(store: Store) -> None:
+    # Given a message whose instance keeps dying (max_attempts grants, none committed)
+    limits = Limits(window=4, lease_ttl=0.05, max_attempts=1)
+    m = msg("poison")
+    await store.accept(KEY, m, version="v1", owner="A", policy="enqueue", limits=limits)
+    await asyncio.sleep(0.1)
+    # When the sweeper gives up on it
+    assert await store.reclaim(KEY, owner="B", limits=limits) is None
+    # Then its error event is flat, like a failed commit's: {type, message_id, code, message}
+    (event,) = [e for e in await store.read_events(KEY, after=None, limit=10) if e.type == "error"]
+    assert event.data["message_id"] == m.id and event.data["code"] == "too_many_attempts"
+    assert "error" not in event.data
+    receipt = await store.receipt(KEY, message_id=m.id)
+    assert receipt is not None and receipt.status == "failed"

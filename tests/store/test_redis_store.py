@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -11,14 +12,26 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
 from statefleet.errors import StoreUnavailable
-from statefleet.store import ConversationKey, InboundMessage, Lease, Limits, TurnCommit, WorkItem, open_store
+from statefleet.store import (
+    Acceptance,
+    CommitOutcome,
+    ConversationKey,
+    InboundMessage,
+    Lease,
+    Limits,
+    TurnCommit,
+    WorkItem,
+    open_store,
+)
 from statefleet.store.memory import MemoryStore
-from statefleet.store.redis import RedisStore
+from statefleet.store.redis import RedisStore, is_unavailable_reply
+from statefleet.testing import LocalRedisServer
 
 KEY = ConversationKey("default", "alice123")
 TAG = "{default:alice123}"
@@ -100,7 +113,11 @@ async def test_every_key_of_a_conversation_carries_a_ttl(store: RedisStore, raw:
     after_commit = await assert_every_key_expires(raw)
     suffixes = {k.rsplit(":", 1)[-1] for k in after_commit}
     assert {"m", "h", "s", "e"} <= suffixes and "i" not in suffixes
-    assert sum(":r:" in k for k in after_commit) == 3  # k:idem-1, k:idem-2, m:<m2>
+    receipts = [k for k in after_commit if ":r:" in k]
+    assert len(receipts) == 4  # k:idem-1, k:idem-2, and every message's outcome: m:<m1>, m:<m2>
+    # And an outcome nobody waited for is kept only briefly (Limits.outcome_ttl), not for receipt_ttl
+    (outcome,) = [k for k in receipts if k.endswith(f":m:{m1.id}")]
+    assert 0 < await raw.pttl(outcome) <= LIMITS.outcome_ttl * 1000
 
 
 async def test_history_never_exceeds_the_window(store: RedisStore, raw: Redis) -> None:
@@ -206,8 +223,29 @@ async def test_random_operations_behave_like_the_reference(store: RedisStore, se
     keys = [KEY, ConversationKey("acme", "bob")]
     leases: list[Lease] = []
     message_ids: list[str] = []
+    # Fencing tokens start at each incarnation's creation time in µs of the store's own clock, so the two
+    # stores number leases differently: map Redis's tokens to the reference's as they are handed out.
+    tokens: dict[tuple[ConversationKey, int], int] = {}
+
+    def translated(value: Any) -> Any:
+        """``value`` with Redis's fencing tokens replaced by the reference's."""
+        if isinstance(value, Lease):
+            return dataclasses.replace(value, token=tokens.get((value.key, value.token), -value.token))
+        if isinstance(value, WorkItem):
+            return dataclasses.replace(value, lease=translated(value.lease))
+        if isinstance(value, Acceptance) and value.work is not None:
+            return dataclasses.replace(value, work=translated(value.work))
+        if isinstance(value, CommitOutcome) and value.next is not None:
+            return dataclasses.replace(value, next=translated(value.next))
+        return value
+
+    def learn(got: WorkItem | None, want: WorkItem | None) -> None:
+        if got is not None and want is not None:
+            known = tokens.setdefault((got.lease.key, got.lease.token), want.lease.token)
+            assert known == want.lease.token, f"Redis token {got.lease.token} maps to two reference tokens"
 
     def same(a: object, b: object, step: str) -> None:
+        a = translated(a)
         assert a == b, f"{step}: redis {a!r} != reference {b!r}"
 
     def note(work: WorkItem | None) -> None:
@@ -225,6 +263,7 @@ async def test_random_operations_behave_like_the_reference(store: RedisStore, se
             args = dict(version=rng.choice(["v1"] * 9 + ["v2"]), owner=rng.choice("AB"),
                         policy=rng.choice(["enqueue", "enqueue", "reject", "interrupt"]), limits=limits)
             got, want = await store.accept(key, m, **args), await reference.accept(key, m, **args)  # type: ignore[arg-type]
+            learn(got.work, want.work)
             same(got, want, f"{step} accept")
             note(got.work)
         elif op in ("commit", "renew", "release") and leases:
@@ -236,18 +275,23 @@ async def test_random_operations_behave_like_the_reference(store: RedisStore, se
                 commit = done(head, f"c{step}") if outcome == "committed" else TurnCommit(
                     head, outcome, [], None, {"error": {"code": outcome}}, [{"type": "error", "message_id": head}])
                 got_c, want_c = await store.commit(lease, commit, limits=limits), \
-                    await reference.commit(lease, commit, limits=limits)
+                    await reference.commit(translated(lease), commit, limits=limits)
+                learn(got_c.next, want_c.next)
                 same(got_c, want_c, f"{step} commit")
                 note(got_c.next)
             elif op == "renew":
-                same(await store.renew(lease, limits=limits), await reference.renew(lease, limits=limits), str(step))
+                same(await store.renew(lease, limits=limits),
+                     await reference.renew(translated(lease), limits=limits), str(step))
             else:
-                await store.release(lease)
-                await reference.release(lease)
+                started = rng.random() < 0.7
+                await store.release(lease, started=started)
+                await reference.release(translated(lease), started=started)
         elif op == "reclaim":
             owner = rng.choice("BC")
             got_w = await store.reclaim(key, owner=owner, limits=limits)
-            same(got_w, await reference.reclaim(key, owner=owner, limits=limits), f"{step} reclaim")
+            want_w = await reference.reclaim(key, owner=owner, limits=limits)
+            learn(got_w, want_w)
+            same(got_w, want_w, f"{step} reclaim")
             note(got_w)
         elif op == "receipt" and message_ids:
             mid = rng.choice(message_ids[-6:])
@@ -266,3 +310,39 @@ async def test_random_operations_behave_like_the_reference(store: RedisStore, se
         got_e = [(e.type, e.data) for e in await store.read_events(key, after=None, limit=1000)]
         want_e = [(e.type, e.data) for e in await reference.read_events(key, after=None, limit=1000)]
         same(got_e, want_e, "events")
+
+
+async def test_a_busy_server_is_unavailable_not_an_internal_error() -> None:
+    # Given a real Redis busy running a long script (as after a slow Lua call, or while loading its data)
+    with LocalRedisServer("--busy-reply-threshold", "50") as server:
+        store = await RedisStore.open(server.url)
+        blocker = Redis.from_url(server.url)
+        killer = Redis.from_url(server.url)
+        busy_loop = "local s = redis.call('TIME')[1] while tonumber(redis.call('TIME')[1]) - s < 5 do end return 1"
+        running = asyncio.create_task(blocker.eval(busy_loop, 0))
+        try:
+            await asyncio.sleep(0.3)
+            # When a turn's script and a plain command reach it
+            with pytest.raises(StoreUnavailable, match="BUSY"):
+                await store.accept(KEY, msg("hello"), version="v1", owner="A", policy="enqueue", limits=LIMITS)
+            with pytest.raises(StoreUnavailable, match="BUSY"):
+                await store.backlog()
+        finally:
+            await killer.script_kill()
+            with contextlib.suppress(Exception):
+                await running
+            await blocker.aclose()
+            await killer.aclose()
+        # Then, once it is free again, the same store serves without a restart
+        acc = await store.accept(KEY, msg("hello"), version="v1", owner="A", policy="enqueue", limits=LIMITS)
+        assert acc.work is not None
+        await store.close()
+
+
+def test_every_not_now_reply_of_redis_counts_as_unavailable() -> None:
+    for reply in ("LOADING Redis is loading the dataset in memory", "BUSY Redis is busy running a script.",
+                  "MASTERDOWN Link with MASTER is down", "READONLY You can't write against a read only replica.",
+                  "TRYAGAIN Multiple keys request during rehashing of slot", "CLUSTERDOWN The cluster is down"):
+        assert is_unavailable_reply(reply), reply
+    assert not is_unavailable_reply("WRONGTYPE Operation against a key holding the wrong kind of value")
+    assert not is_unavailable_reply("ERR unknown command")

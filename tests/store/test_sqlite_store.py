@@ -14,6 +14,7 @@ import pytest
 
 from statefleet.errors import InvalidStoreUrl, StoreUnavailable
 from statefleet.store import AcceptKind, ConversationKey, InboundMessage, Limits, TurnCommit, open_store
+from statefleet.store import sqlite as sqlite_module
 from statefleet.store.sqlite import SQLiteStore, parse_url
 
 KEY = ConversationKey("default", "shared")
@@ -248,3 +249,48 @@ async def test_state_survives_reopening_the_file(tmp_path: Path) -> None:
         assert not out.fenced and out.turns == 1
     finally:
         await reopened.close()
+
+
+async def test_cleanup_keeps_up_with_more_than_a_batch_of_expired_receipts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given three batches' worth of keyed messages whose receipts have all expired
+    monkeypatch.setattr(sqlite_module, "CLEANUP_BATCH", 10)
+    store = await SQLiteStore.open(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        limits = Limits(receipt_ttl=0.1, idempotency_ttl=0.1, outcome_ttl=0.1)
+        for i in range(15):  # 15 turns: 30 receipts (idempotency key + outcome of each)
+            m = _msg(f"x{i}", key=f"k{i}")
+            acc = await store.accept(KEY, m, version="v1", owner="A", policy="enqueue", limits=limits)
+            assert acc.work is not None
+            await store.commit(acc.work.lease, _done(m.id), limits=limits)
+        await asyncio.sleep(0.2)
+        # When a few writes happen (each pays for at most one batch of cleanup), spread over one interval
+        store._next_cleanup = 0.0
+        for _ in range(4):
+            await store.register_instance("i-1", {"id": "i-1"}, ttl=30)
+        # Then every expired receipt is gone: cleanup did not stop at one batch per interval
+        (receipts,) = await store._read(lambda conn, now: conn.execute("SELECT count(*) FROM receipts").fetchone())
+        assert receipts == 0
+    finally:
+        await store.close()
+
+
+async def test_renew_reads_neither_history_nor_inbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a running turn with messages queued behind it
+    store = await SQLiteStore.open(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        acc = await store.accept(KEY, _msg("one"), version="v1", owner="A", policy="enqueue", limits=Limits())
+        for i in range(3):
+            await store.accept(KEY, _msg(f"q{i}"), version="v1", owner="B", policy="enqueue", limits=Limits())
+        assert acc.work is not None
+        # When its lease is renewed, with decoding the record or the inbox made impossible
+        def refuse(*_args: object, **_kwargs: object) -> None:
+            raise AssertionError("renew decoded the conversation record")
+
+        monkeypatch.setattr(sqlite_module, "_load", refuse)
+        outcome = await store.renew(acc.work.lease, limits=Limits())
+        # Then it is kept, from the lease columns alone
+        assert outcome.kept and not outcome.interrupt
+    finally:
+        await store.close()

@@ -42,7 +42,8 @@ class Record:
     lease_owner: str | None = None
     lease_token: int = 0
     lease_expires: float = 0.0
-    #: Last fencing token handed out; strictly increasing for the life of the conversation.
+    #: Last fencing token handed out; strictly increasing for the life of the conversation, and from one
+    #: incarnation to the next (a new one starts at its creation time in µs, see ``new_fence``).
     fence: int = 0
     #: Id of the running message a newer one asked to interrupt.
     interrupt: str | None = None
@@ -54,9 +55,10 @@ class Record:
 class ReceiptWrite:
     name: str
     receipt: Receipt
+    #: Seconds to keep it (when it already existed, if ``ttl_if_new`` is set).
     ttl: float
-    #: Only overwrite a receipt that exists (a waiter created it at accept); never create one.
-    only_if_exists: bool = False
+    #: Seconds to keep it when it did not exist yet; None: ``ttl`` either way.
+    ttl_if_new: float | None = None
 
 
 @dataclass(slots=True)
@@ -76,6 +78,15 @@ def receipt_name_for_key(idempotency_key: str) -> str:
 
 def receipt_name_for_message(message_id: str) -> str:
     return "m:" + message_id
+
+
+def new_fence(now: float) -> int:
+    """The first fencing token of a new incarnation: its creation time in µs.
+
+    Tokens of an earlier incarnation (before a delete or expiry) are below it, so a stale owner of the old one
+    can never present a token the new one also hands out — unless the clock stepped back meanwhile.
+    """
+    return int(now * 1_000_000)
 
 
 def lease_live(record: Record, now: float) -> bool:
@@ -129,7 +140,7 @@ def accept(
     if record is not None and record.version != version:
         return Acceptance(AcceptKind.WRONG_VERSION, message.id, version=record.version), None, fx
     if record is None:
-        record = Record(version=version, created_at=now, active_at=now)
+        record = Record(version=version, created_at=now, active_at=now, fence=new_fence(now))
     busy = lease_live(record, now) or bool(record.inbox)
     if policy == "reject" and busy:
         return Acceptance(AcceptKind.REJECTED, message.id, owner=record.lease_owner), None, fx
@@ -196,7 +207,9 @@ def commit(
     done = Receipt(message.id, commit.outcome, commit.result, message.fingerprint)
     if message.idempotency_key is not None:
         fx.receipts.append(ReceiptWrite(receipt_name_for_key(message.idempotency_key), done, limits.idempotency_ttl))
-    fx.receipts.append(ReceiptWrite(receipt_name_for_message(message.id), done, limits.receipt_ttl, True))
+    # Every outcome is readable by message id for a while, so a commit whose reply was lost can be resolved.
+    fx.receipts.append(ReceiptWrite(receipt_name_for_message(message.id), done, limits.receipt_ttl,
+                                    limits.outcome_ttl))
     fx.events.extend(commit.events)
     if record.inbox:
         record.lease_expires = now + limits.lease_ttl
@@ -221,11 +234,13 @@ def renew(
     return RenewOutcome(kept=True, interrupt=record.interrupt is not None), record, fx
 
 
-def release(record: Record | None, lease: Lease) -> tuple[Record | None, Effects]:
+def release(record: Record | None, lease: Lease, *, started: bool = True) -> tuple[Record | None, Effects]:
     fx = Effects()
     if not _holds(record, lease):
         return None, fx
     assert record is not None
+    if not started:
+        record.attempts = max(0, record.attempts - 1)
     record.lease_owner = None
     record.lease_expires = 0.0
     record.interrupt = None
@@ -262,20 +277,17 @@ def reclaim(
         # A message that keeps killing its instance must not block the conversation forever.
         message = record.inbox.popleft()
         record.attempts = 0
-        failed = Receipt(
-            message.id,
-            "failed",
-            {"error": {"code": "too_many_attempts",
-                       "message": f"message {message.id!r} was started {limits.max_attempts} times "
-                                  "without committing; giving up"}},
-            message.fingerprint,
-        )
+        error = {"code": "too_many_attempts",
+                 "message": f"message {message.id!r} was started {limits.max_attempts} times without "
+                            "committing; giving up"}
+        failed = Receipt(message.id, "failed", {"error": error}, message.fingerprint)
         if message.idempotency_key is not None:
             fx.receipts.append(
                 ReceiptWrite(receipt_name_for_key(message.idempotency_key), failed, limits.idempotency_ttl)
             )
-        fx.receipts.append(ReceiptWrite(receipt_name_for_message(message.id), failed, limits.receipt_ttl, True))
-        fx.events.append({"type": "error", "message_id": message.id, **(failed.result or {})})
+        fx.receipts.append(ReceiptWrite(receipt_name_for_message(message.id), failed, limits.receipt_ttl,
+                                        limits.outcome_ttl))
+        fx.events.append({"type": "error", "message_id": message.id, **error})
     if not record.inbox:
         record.lease_owner = None
         record.lease_expires = 0.0

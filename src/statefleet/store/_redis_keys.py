@@ -16,8 +16,11 @@ script that changes a conversation touches one slot:
 Fleet-wide, outside any conversation's slot, sharded so no single key is hot:
 
 - ``sf:leases:<shard>`` — sorted sets of lease-expiry hints (member ``tenant:id``, score the expiry in ms)
-- ``sf:backlog:<shard>`` — counters of messages accepted and not yet committed (the inbox backlog, an
-  autoscaling signal); the conversation's own inbox is the truth, these are kept up beside it
+- ``sf:pending:<shard>`` — hashes of ``tenant:id`` → inbox length, for conversations with messages accepted
+  and not yet committed (the inbox backlog, an autoscaling signal). The conversation's own inbox is the
+  truth: every script that changes an inbox sets its entry to the inbox's length, and reclaim drops the
+  entry of a conversation that expired, so an entry is never wrong for longer than a sweep
+- ``sf:epoch`` — the fleet's epoch marker: instances that see it change know the store lost its data
 - ``sf:instances`` — hash of the fleet's instances (id → JSON info with a heartbeat time)
 """
 
@@ -48,8 +51,10 @@ def hint_key(shard: int) -> str:
 
 #: All hint shards, in order.
 HINT_KEYS: tuple[str, ...] = tuple(hint_key(shard) for shard in range(HINT_SHARDS))
-#: Backlog counter shards, in order (same sharding as the hints).
-BACKLOG_KEYS: tuple[str, ...] = tuple(f"{PREFIX}:backlog:{shard}" for shard in range(HINT_SHARDS))
+#: Pending-count shards, in order (same sharding as the hints).
+BACKLOG_KEYS: tuple[str, ...] = tuple(f"{PREFIX}:pending:{shard}" for shard in range(HINT_SHARDS))
+#: The fleet's epoch marker (see ``Store.fleet_epoch``).
+EPOCH = f"{PREFIX}:epoch"
 #: The fleet's instance registry.
 INSTANCES = f"{PREFIX}:instances"
 
@@ -68,7 +73,7 @@ class ConversationKeys(NamedTuple):
     hints: str
     #: Its member in that shard: ``tenant:id``.
     member: str
-    #: The backlog counter shard this conversation counts in.
+    #: The pending-count shard this conversation counts in.
     backlog: str
 
 

@@ -72,7 +72,9 @@ class WorkItem:
     turns: int
     history: list[JSONObject]
     state: JSONObject
-    #: How many times this message has been started (1 the first time; more after takeovers).
+    #: How many times this message's lease was granted for a run (1 the first time; more after takeovers).
+    #: A grant handed back unstarted (``release(started=False)``) does not count; a grant whose holder died
+    #: counts, even if it died before the handler began, since the store cannot tell the two apart.
     attempt: int
     #: After a takeover (``reclaim``): the instance that held the lease before, if any.
     previous_owner: str | None = None
@@ -185,6 +187,9 @@ class Limits:
     idempotency_ttl: float = 24 * 3600.0
     #: Receipts a waiting caller polls are kept this long (seconds).
     receipt_ttl: float = 600.0
+    #: Every finished message's receipt is kept at least this long (seconds), so that an instance whose commit
+    #: reply was lost (store paused, connection dropped) can read back whether, and how, it committed.
+    outcome_ttl: float = 60.0
     #: Event log entries kept per conversation.
     events_max: int = 256
     #: The event log expires this long (seconds) after the last event.
@@ -220,8 +225,12 @@ class Store(Protocol):
         """Extend a held lease; tell whether it is still ours and whether an interrupt was asked."""
         ...
 
-    async def release(self, lease: Lease) -> None:
-        """Give a lease back without committing (draining); pending messages become reclaimable at once."""
+    async def release(self, lease: Lease, *, started: bool = True) -> None:
+        """Give a lease back without committing (draining); pending messages become reclaimable at once.
+
+        ``started`` False says the head message's handler never ran under this lease, so the grant does not
+        count as an attempt (``WorkItem.attempt`` of its next run stays what it would have been).
+        """
         ...
 
     async def reclaim(self, key: ConversationKey, *, owner: str, limits: Limits) -> WorkItem | None:
@@ -269,6 +278,14 @@ class Store(Protocol):
 
     async def instances(self) -> list[JSONObject]:
         """The live instances' info, as registered."""
+        ...
+
+    async def fleet_epoch(self, candidate: str) -> str:
+        """The store's epoch marker: set to ``candidate`` if the store has none, and returned.
+
+        Instances remember the epoch they first saw; a different one later means the store lost its data
+        (restarted empty, flushed, a new file) under a running fleet.
+        """
         ...
 
     async def ping(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -66,6 +67,10 @@ class MemoryStore:
         self._expires: dict[ConversationKey, float] = {}
         #: Receipts as JSON (and their expiry), which the garbage collector need not look into: one per message.
         self._receipts: dict[tuple[ConversationKey, str], tuple[bytes, float]] = {}
+        #: (expiry, receipt) in expiry order, to drop expired receipts nobody reads again (an entry whose
+        #: receipt was rewritten with a later expiry is skipped when it comes up).
+        self._receipt_expiries: list[tuple[float, tuple[ConversationKey, str]]] = []
+        self._epoch: str | None = None
         self._events: dict[ConversationKey, _EventLog] = {}
         self._hints: dict[ConversationKey, float] = {}
         self._event_seq = 0
@@ -102,17 +107,29 @@ class MemoryStore:
             self._records[key] = record
             self._expires[key] = now + limits.conversation_ttl
         for write in fx.receipts:
-            if write.only_if_exists and self._get_receipt(key, write.name, now) is None:
-                continue
+            ttl = write.ttl
+            if write.ttl_if_new is not None and self._get_receipt(key, write.name, now) is None:
+                ttl = write.ttl_if_new
             r = write.receipt
             body = dumps((r.message_id, r.status, r.result, r.fingerprint))
-            self._receipts[(key, write.name)] = (body, now + write.ttl)
+            self._receipts[(key, write.name)] = (body, now + ttl)
+            heapq.heappush(self._receipt_expiries, (now + ttl, (key, write.name)))
+        if fx.receipts:
+            self._drop_expired_receipts(now)
         if fx.events:
             self._append(key, fx.events, limits, now)
         if fx.hint is not None:
             self._hints[key] = fx.hint
         elif fx.drop_hint:
             self._hints.pop(key, None)
+
+    def _drop_expired_receipts(self, now: float) -> None:
+        heap, receipts = self._receipt_expiries, self._receipts
+        while heap and heap[0][0] <= now:
+            _, rkey = heapq.heappop(heap)
+            entry = receipts.get(rkey)
+            if entry is not None and entry[1] <= now:
+                del receipts[rkey]
 
     def _append(self, key: ConversationKey, events: list[JSONObject], limits: Limits, now: float) -> None:
         log = self._events.get(key)
@@ -172,9 +189,9 @@ class MemoryStore:
         self._apply(lease.key, record, fx, limits, now)
         return outcome
 
-    async def release(self, lease: Lease) -> None:
+    async def release(self, lease: Lease, *, started: bool = True) -> None:
         now = self._clock()
-        record, fx = _records.release(self._record(lease.key, now), lease)
+        record, fx = _records.release(self._record(lease.key, now), lease, started=started)
         if record is not None:
             self._records[lease.key] = record
         self._apply(lease.key, None, fx, Limits(), now)
@@ -229,6 +246,11 @@ class MemoryStore:
     async def instances(self) -> list[JSONObject]:
         now = self._clock()
         return [info for info, expires in self._instances.values() if expires > now]
+
+    async def fleet_epoch(self, candidate: str) -> str:
+        if self._epoch is None:
+            self._epoch = candidate
+        return self._epoch
 
     async def ping(self) -> None:
         return None

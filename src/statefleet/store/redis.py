@@ -28,10 +28,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from .._json import dumps_str as _dumps
-from ..errors import InvalidStoreUrl, StoreUnavailable
+from ..errors import InvalidStoreUrl, StoreError, StoreUnavailable
 from . import redact_url
 from ._records import receipt_name_for_key, receipt_name_for_message
-from ._redis_keys import BACKLOG_KEYS, HINT_KEYS, HINT_SHARDS, INSTANCES, conversation_keys, conversation_of
+from ._redis_keys import BACKLOG_KEYS, EPOCH, HINT_KEYS, HINT_SHARDS, INSTANCES, conversation_keys, conversation_of
 from ._resp import ConnectionClosed, PipelinedConnection, ReplyError
 from .base import (
     Acceptance,
@@ -68,7 +68,18 @@ _DOWN = (
     redis_errors.MasterDownError,
     OSError,
 )
+#: Error replies that mean "the store cannot serve now, try again shortly" (a restart loading its data, a
+#: script running too long, a replica without its primary, a read-only replica after a failover, a cluster
+#: resharding), as opposed to a bug. Each becomes ``StoreUnavailable`` (503 + Retry-After).
+_UNAVAILABLE_REPLIES = ("LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS")
+#: The error word opens the reply; redis-py's pipeline wraps it as "Command # 1 (...) caused error: ('BUSY ...',)".
+_UNAVAILABLE = re.compile(r"(?:^|\(')(?:" + "|".join(_UNAVAILABLE_REPLIES) + r")\b")
 _EVENT_ID = re.compile(r"\d+(-\d+)?")
+
+
+def is_unavailable_reply(message: str) -> bool:
+    """True for a Redis error reply that means "not now" rather than "wrong" (see ``_UNAVAILABLE_REPLIES``)."""
+    return _UNAVAILABLE.search(message) is not None
 
 
 @functools.cache
@@ -104,6 +115,7 @@ class _LimitArgs(NamedTuple):
     conversation: str
     idempotency: str
     receipt: str
+    outcome: str
     events_max: str
     events: str
     inbox_max: str
@@ -122,6 +134,7 @@ def _limit_args(limits: Limits) -> _LimitArgs:
         conversation=_ms(limits.conversation_ttl),
         idempotency=_ms(limits.idempotency_ttl),
         receipt=_ms(limits.receipt_ttl),
+        outcome=_ms(limits.outcome_ttl),
         events_max=str(limits.events_max),
         events=_ms(limits.events_ttl),
         inbox_max=str(limits.inbox_max),
@@ -235,7 +248,7 @@ class RedisStore:
             return await pipe.execute("EVALSHA", self._shas[name], len(keys), *keys, *args)
         except ReplyError as exc:
             if not str(exc).startswith("NOSCRIPT"):
-                raise
+                raise self._store_error(exc) from exc
         except ConnectionClosed as exc:
             # Not retried: the script may have run before the connection dropped.
             raise self._unavailable(exc) from exc
@@ -270,11 +283,17 @@ class RedisStore:
                 for script in self._scripts.values():
                     pipe.script_load(script.script)
                 await pipe.execute()
-        except _DOWN as exc:
-            raise self._unavailable(exc) from exc
+        except redis_errors.RedisError as exc:
+            raise self._store_error(exc) from exc
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         return StoreUnavailable(f"the Redis store at {self._url} did not answer: {exc}")
+
+    def _store_error(self, exc: BaseException) -> StoreUnavailable | StoreError:
+        """The error to raise for a failed Redis call: unavailable (retry shortly) or a store error (a bug)."""
+        if isinstance(exc, _DOWN) or is_unavailable_reply(str(exc)):
+            return StoreUnavailable(f"the Redis store at {self._url} cannot serve now: {exc}")
+        return StoreError(f"the Redis store at {self._url} refused a command: {exc}")
 
     # -- Store ---------------------------------------------------------------------------------------------
 
@@ -323,7 +342,7 @@ class RedisStore:
             [
                 lease.owner, str(lease.token), commit.message_id, commit.outcome, state, _dumps(commit.result),
                 lim.window, lim.lease, lim.conversation, lim.idempotency, lim.receipt, lim.events_max,
-                k.receipts, lim.events, k.member, str(len(utterances)),
+                k.receipts, lim.events, k.member, lim.outcome, str(len(utterances)),
                 *utterances, *[_dumps(e) for e in commit.events],
             ],
         )
@@ -345,9 +364,10 @@ class RedisStore:
         )
         return RenewOutcome(kept=bool(kept), interrupt=bool(interrupt))
 
-    async def release(self, lease: Lease) -> None:
+    async def release(self, lease: Lease, *, started: bool = True) -> None:
         k = conversation_keys(lease.key)
-        await self._eval("release", [k.meta, k.inbox, k.hints], [lease.owner, str(lease.token), k.member])
+        await self._eval("release", [k.meta, k.inbox, k.hints],
+                         [lease.owner, str(lease.token), k.member, "1" if started else "0"])
 
     async def reclaim(self, key: ConversationKey, *, owner: str, limits: Limits) -> WorkItem | None:
         k = conversation_keys(key)
@@ -357,7 +377,7 @@ class RedisStore:
             [k.meta, k.history, k.state, k.inbox, k.events, k.hints, k.backlog],
             [
                 owner, lim.lease, lim.conversation, lim.idempotency, lim.receipt, lim.max_attempts,
-                lim.events_max, lim.events, k.receipts, k.member,
+                lim.events_max, lim.events, k.receipts, k.member, lim.outcome,
             ],
         )
         if not reply[0].startswith("T:"):
@@ -425,8 +445,8 @@ class RedisStore:
             entries = await self._client.xrange(
                 conversation_keys(key).events, min="-" if after is None else "(" + after, count=limit
             )
-        except _DOWN as exc:
-            raise self._unavailable(exc) from exc
+        except redis_errors.RedisError as exc:
+            raise self._store_error(exc) from exc
         events = []
         for event_id, fields in cast(list[tuple[str, dict[str, str]]], entries):
             data = json.loads(fields["d"])
@@ -436,30 +456,41 @@ class RedisStore:
     async def backlog(self) -> int:
         self.stats.round_trips += 1
         try:
-            values = await self._client.mget(BACKLOG_KEYS)
-        except _DOWN as exc:
-            raise self._unavailable(exc) from exc
-        return max(0, sum(int(v) for v in values if v is not None))
+            async with self._client.pipeline(transaction=False) as pipe:
+                for shard in BACKLOG_KEYS:
+                    pipe.hvals(shard)
+                shards = await pipe.execute()
+        except redis_errors.RedisError as exc:
+            raise self._store_error(exc) from exc
+        return sum(int(n) for counts in shards for n in counts)
+
+    async def fleet_epoch(self, candidate: str) -> str:
+        self.stats.round_trips += 1
+        try:
+            previous = await self._client.set(EPOCH, candidate, nx=True, get=True)
+        except redis_errors.RedisError as exc:
+            raise self._store_error(exc) from exc
+        return candidate if previous is None else str(previous)
 
     async def register_instance(self, instance_id: str, info: JSONObject, *, ttl: float) -> None:
         entry = _dumps({**info, "expires": time.time() + ttl})
         try:
             await self._client.hset(INSTANCES, instance_id, entry)
             await self._client.expire(INSTANCES, max(1, int(ttl * 10)))
-        except _DOWN as exc:
-            raise self._unavailable(exc) from exc
+        except redis_errors.RedisError as exc:
+            raise self._store_error(exc) from exc
 
     async def deregister_instance(self, instance_id: str) -> None:
         try:
             await self._client.hdel(INSTANCES, instance_id)
-        except _DOWN as exc:
-            raise self._unavailable(exc) from exc
+        except redis_errors.RedisError as exc:
+            raise self._store_error(exc) from exc
 
     async def instances(self) -> list[JSONObject]:
         try:
             entries = await self._client.hgetall(INSTANCES)
-        except _DOWN as exc:
-            raise self._unavailable(exc) from exc
+        except redis_errors.RedisError as exc:
+            raise self._store_error(exc) from exc
         now = time.time()
         live: list[JSONObject] = []
         dead: list[str] = []

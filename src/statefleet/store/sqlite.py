@@ -52,9 +52,11 @@ T = TypeVar("T")
 
 #: How long a transaction waits for another process's write lock before the store counts as unavailable.
 BUSY_TIMEOUT = 10.0
-#: Expired conversations, receipts and event logs are swept at most this often (seconds)...
-CLEANUP_INTERVAL = 60.0
-#: ...and at most this many of each per sweep, so a sweep never holds the write lock for long.
+#: Expired conversations, receipts and event logs are swept this often (seconds)...
+CLEANUP_INTERVAL = 5.0
+#: ...at most this many of each per transaction, so a sweep never holds the write lock for long; a sweep that
+#: filled a batch runs again before the next write instead of waiting an interval, so cleanup keeps up with
+#: any write rate (each write transaction pays for at most one batch).
 CLEANUP_BATCH = 500
 SCHEMA_VERSION = 1
 
@@ -94,6 +96,7 @@ CREATE INDEX IF NOT EXISTS event_logs_expires ON event_logs (expires);
 CREATE TABLE IF NOT EXISTS instances (
     id TEXT PRIMARY KEY, info TEXT NOT NULL, expires REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS fleet (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
 
 _RECORD_COLUMNS = (
@@ -283,17 +286,20 @@ def _apply(
         _save_record(conn, key, loaded, record, None if limits is None else now + limits.conversation_ttl)
     for write in fx.receipts:
         body = _receipt_json(write.receipt)
-        if write.only_if_exists:
-            conn.execute(
+        ttl = write.ttl
+        if write.ttl_if_new is not None:
+            updated = conn.execute(
                 "UPDATE receipts SET body = ?, expires = ? WHERE tenant = ? AND id = ? AND name = ? "
                 "AND expires > ?",
                 (body, now + write.ttl, key.tenant, key.id, write.name, now),
-            )
-        else:
-            conn.execute(
-                "INSERT OR REPLACE INTO receipts (tenant, id, name, body, expires) VALUES (?, ?, ?, ?, ?)",
-                (key.tenant, key.id, write.name, body, now + write.ttl),
-            )
+            ).rowcount
+            if updated:
+                continue
+            ttl = write.ttl_if_new
+        conn.execute(
+            "INSERT OR REPLACE INTO receipts (tenant, id, name, body, expires) VALUES (?, ?, ?, ?, ?)",
+            (key.tenant, key.id, write.name, body, now + ttl),
+        )
     if fx.events:
         assert limits is not None
         _append_events(conn, key, fx.events, limits, now)
@@ -303,21 +309,37 @@ def _apply(
         )
 
 
-def _cleanup(conn: sqlite3.Connection, now: float) -> None:
-    """Delete a bounded batch of whatever expired and nobody touched since (lazy deletion misses those)."""
-    for tenant, conversation in conn.execute(
+def _cleanup(conn: sqlite3.Connection, now: float) -> bool:
+    """Delete a bounded batch of whatever expired and nobody touched since (lazy deletion misses those).
+
+    Returns True when a batch was full: more may be left.
+    """
+    conversations = conn.execute(
         "SELECT tenant, id FROM conversations WHERE expires <= ? LIMIT ?", (now, CLEANUP_BATCH)
-    ).fetchall():
+    ).fetchall()
+    for tenant, conversation in conversations:
         _purge(conn, ConversationKey(tenant, conversation))
-    conn.execute(
+    receipts = conn.execute(
         "DELETE FROM receipts WHERE rowid IN (SELECT rowid FROM receipts WHERE expires <= ? LIMIT ?)",
         (now, CLEANUP_BATCH),
-    )
-    for tenant, conversation in conn.execute(
+    ).rowcount
+    logs = conn.execute(
         "SELECT tenant, id FROM event_logs WHERE expires <= ? LIMIT ?", (now, CLEANUP_BATCH)
-    ).fetchall():
+    ).fetchall()
+    for tenant, conversation in logs:
         conn.execute("DELETE FROM events WHERE tenant = ? AND id = ?", (tenant, conversation))
         conn.execute("DELETE FROM event_logs WHERE tenant = ? AND id = ?", (tenant, conversation))
+    return max(len(conversations), receipts, len(logs)) >= CLEANUP_BATCH
+
+
+def _lease_row(conn: sqlite3.Connection, key: ConversationKey, lease: Lease, now: float) -> tuple[Any, ...] | None:
+    """The conversation's (interrupt, attempts) if ``lease`` is current, without reading history or inbox."""
+    row: tuple[Any, ...] | None = conn.execute(
+        "SELECT interrupt, attempts FROM conversations WHERE tenant = ? AND id = ? AND expires > ? "
+        "AND lease_owner = ? AND lease_token = ?",
+        (key.tenant, key.id, now, lease.owner, lease.token),
+    ).fetchone()
+    return row
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -431,7 +453,8 @@ class SQLiteStore:
         self._next_cleanup = now + CLEANUP_INTERVAL
         self._conn.execute("BEGIN IMMEDIATE")
         try:
-            _cleanup(self._conn, self._clock())
+            if _cleanup(self._conn, self._clock()):
+                self._next_cleanup = now  # more expired rows are left: another batch before the next write
             self._conn.execute("COMMIT")
         except BaseException:
             if self._conn.in_transaction:
@@ -482,20 +505,41 @@ class SQLiteStore:
 
         return await self._write(body)
 
+    # renew and release touch only the lease columns: a heartbeat never reads the history or the inbox (the
+    # rules are those of _records.renew / _records.release, which the contract suite holds all stores to).
+
     async def renew(self, lease: Lease, *, limits: Limits) -> RenewOutcome:
+        key = lease.key
+
         def body(conn: sqlite3.Connection, now: float) -> RenewOutcome:
-            loaded = _load(conn, lease.key, now)
-            outcome, record, fx = _records.renew(loaded.record if loaded else None, lease, limits=limits, now=now)
-            _apply(conn, lease.key, loaded, record, fx, limits, now)
-            return outcome
+            row = _lease_row(conn, key, lease, now)
+            if row is None:
+                return RenewOutcome(kept=False)
+            expires = now + limits.lease_ttl
+            conn.execute(
+                "UPDATE conversations SET lease_expires = ?, hint = ?, expires = ? WHERE tenant = ? AND id = ?",
+                (expires, expires, now + limits.conversation_ttl, key.tenant, key.id),
+            )
+            return RenewOutcome(kept=True, interrupt=row[0] is not None)
 
         return await self._write(body)
 
-    async def release(self, lease: Lease) -> None:
+    async def release(self, lease: Lease, *, started: bool = True) -> None:
+        key = lease.key
+
         def body(conn: sqlite3.Connection, now: float) -> None:
-            loaded = _load(conn, lease.key, now)
-            record, fx = _records.release(loaded.record if loaded else None, lease)
-            _apply(conn, lease.key, loaded, record, fx, None, now)
+            row = _lease_row(conn, key, lease, now)
+            if row is None:
+                return
+            pending = conn.execute(
+                "SELECT 1 FROM inbox WHERE tenant = ? AND id = ? LIMIT 1", (key.tenant, key.id)
+            ).fetchone()
+            attempts = row[1] if started else max(0, row[1] - 1)
+            conn.execute(
+                "UPDATE conversations SET lease_owner = NULL, lease_expires = 0, interrupt = NULL, attempts = ?, "
+                "hint = ? WHERE tenant = ? AND id = ?",
+                (attempts, 0.0 if pending else None, key.tenant, key.id),
+            )
 
         await self._write(body)
 
@@ -603,6 +647,13 @@ class SQLiteStore:
             return [json.loads(info) for (info,) in rows]
 
         return await self._read(body)
+
+    async def fleet_epoch(self, candidate: str) -> str:
+        def body(conn: sqlite3.Connection, now: float) -> str:
+            conn.execute("INSERT OR IGNORE INTO fleet (name, value) VALUES ('epoch', ?)", (candidate,))
+            return str(conn.execute("SELECT value FROM fleet WHERE name = 'epoch'").fetchone()[0])
+
+        return await self._write(body)
 
     async def ping(self) -> None:
         await self._read(lambda conn, now: conn.execute("SELECT 1").fetchone())

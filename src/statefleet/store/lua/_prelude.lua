@@ -8,7 +8,8 @@
 --      or expiring the meta hash orphans the old receipts (they expire on their own TTL)
 --   a  last active, µs
 --   n  turns committed
---   f  last fencing token handed out (strictly increasing for the life of the conversation)
+--   f  last fencing token handed out: strictly increasing for the life of the conversation, and starting at
+--      the incarnation's creation time in µs, so a later incarnation's tokens are above an earlier one's
 --   o  lease owner (absent: the lease is free)
 --   t  the current lease's token
 --   x  lease expiry, ms (server clock)
@@ -38,6 +39,19 @@ local function split_entry(entry)
          string.sub(entry, at + a, at + a + b - 1),
          string.sub(entry, at + a + b, at + a + b + c - 1),
          string.sub(entry, at + a + b + c)
+end
+
+-- Keep the conversation's entry in the fleet-wide pending-message counts (a hash per shard, member -> inbox
+-- length) equal to its inbox length: set on every change, so an entry left by an inbox that expired is
+-- corrected the next time anything touches the conversation (or removed by reclaim.lua, which the lease
+-- hint always leads to).
+local function count_pending(pending, member, inbox)
+  local n = redis.call('LLEN', inbox)
+  if n > 0 then
+    redis.call('HSET', pending, member, n)
+  else
+    redis.call('HDEL', pending, member)
+  end
 end
 
 -- Refresh the idle TTL of the conversation's own keys (Redis skips the ones that do not exist).

@@ -7,7 +7,8 @@
 -- KEYS[5]  lease-expiry hints sf:leases:<shard> — a fleet-wide sorted set OUTSIDE the conversation's slot.
 --          Standalone Redis and Sentinel allow that; Redis Cluster would need it routed separately (not
 --          supported yet).
--- KEYS[6]  backlog counter    sf:backlog:<shard> — fleet-wide, OUTSIDE the slot like KEYS[5]
+-- KEYS[6]  pending counts     sf:pending:<shard> — fleet-wide hash (member -> inbox length), OUTSIDE the slot
+--          like KEYS[5]
 -- Receipts sf:{tenant:id}:r:<created>:<name> are built from ARGV[13]; they share the conversation's slot.
 --
 -- ARGV[1]  message id
@@ -60,20 +61,19 @@ if (policy == 'reject' and (live or depth > 0)) or depth >= tonumber(ARGV[12]) t
   return {'R', holder}
 end
 
+local fence = tonumber(r[4] or 0)
 if v then
   redis.call('HSET', meta, 'a', int(now_us))
 else
-  -- A new conversation (or a new incarnation of an expired one: drop anything it left behind).
-  local left = redis.call('LLEN', inbox)
-  if left > 0 then
-    redis.call('DECRBY', KEYS[6], left)
-  end
+  -- A new conversation (or a new incarnation of an expired one: drop anything it left behind). Its fencing
+  -- tokens start at its creation time in µs, above every token of an earlier incarnation.
   redis.call('DEL', hist, state, inbox)
   created = int(now_us)
-  redis.call('HSET', meta, 'v', version, 'c', created, 'a', created, 'n', 0, 'f', 0, 'p', 0)
+  fence = now_us
+  redis.call('HSET', meta, 'v', version, 'c', created, 'a', created, 'n', 0, 'f', created, 'p', 0)
 end
 redis.call('RPUSH', inbox, entry)
-redis.call('INCR', KEYS[6])
+count_pending(KEYS[6], ARGV[14], inbox)
 if kname ~= '' then
   local _, _, prefix = split_entry(entry)
   redis.call('SET', receipts .. created .. ':' .. kname, prefix .. '"pending",null]', 'PX', ARGV[10])
@@ -89,9 +89,9 @@ if not live then
     redis.call('SET', receipts .. created .. ':m:' .. id, ARGV[4], 'PX', ARGV[11])
   end
   attempt = attempt + 1
-  local token = tonumber(r[4] or 0) + 1
+  local token = fence + 1
   local expiry = now_ms + tonumber(ARGV[8])
-  redis.call('HSET', meta, 'f', token, 't', token, 'o', owner, 'x', int(expiry), 'p', attempt)
+  redis.call('HSET', meta, 'f', int(token), 't', int(token), 'o', owner, 'x', int(expiry), 'p', attempt)
   redis.call('HDEL', meta, 'I')
   redis.call('ZADD', hints, expiry, ARGV[14])
   touch(ARGV[9], meta, hist, state, inbox)

@@ -7,7 +7,8 @@
 -- KEYS[5]  event stream       sf:{tenant:id}:e
 -- KEYS[6]  lease-expiry hints sf:leases:<shard> — OUTSIDE the conversation's slot (fine on standalone and
 --          Sentinel; Redis Cluster would need it routed separately — not supported yet).
--- KEYS[7]  backlog counter    sf:backlog:<shard> — fleet-wide, OUTSIDE the slot like KEYS[6]
+-- KEYS[7]  pending counts     sf:pending:<shard> — fleet-wide hash (member -> inbox length), OUTSIDE the slot
+--          like KEYS[6]
 -- Receipts sf:{tenant:id}:r:<created>:<name> are built from ARGV[13]; they share the conversation's slot.
 --
 -- ARGV[1]  lease owner
@@ -25,9 +26,10 @@
 -- ARGV[13] receipt key prefix sf:{tenant:id}:r:
 -- ARGV[14] event log ttl, ms
 -- ARGV[15] hint member 'tenant:id'
--- ARGV[16] U, the number of utterances that follow
--- ARGV[17 .. 16+U]  utterances to append to history (JSON), only used when committed
--- ARGV[17+U ..]     events to append to the event log (JSON)
+-- ARGV[16] outcome receipt ttl, ms: how long the message's receipt is kept when no waiter made one
+-- ARGV[17] U, the number of utterances that follow
+-- ARGV[18 .. 17+U]  utterances to append to history (JSON), only used when committed
+-- ARGV[18+U ..]     events to append to the event log (JSON)
 --
 -- Returns one of
 --   {'F'}              fenced: the lease is not current or the message does not head the inbox; nothing written
@@ -52,14 +54,14 @@ if head_id ~= id then
 end
 local now_ms, now_us = clock()
 redis.call('LPOP', inbox)
-redis.call('DECR', KEYS[7])
+count_pending(KEYS[7], ARGV[15], inbox)
 
 local turns = tonumber(r[4])
-local utterances = tonumber(ARGV[16])
+local utterances = tonumber(ARGV[17])
 if outcome == 'committed' then
   turns = turns + 1
   if utterances > 0 then
-    redis.call('RPUSH', hist, unpack(ARGV, 17, 16 + utterances))
+    redis.call('RPUSH', hist, unpack(ARGV, 18, 17 + utterances))
   end
   local window = tonumber(ARGV[7])
   if window > 0 then
@@ -79,11 +81,14 @@ local done = prefix .. '"' .. outcome .. '",' .. ARGV[6] .. ']'
 if kname ~= '' then
   redis.call('SET', receipts .. kname, done, 'PX', ARGV[10])
 end
--- Only a waiter's receipt (created at accept) is overwritten; an uncontended turn writes none.
-redis.call('SET', receipts .. 'm:' .. id, done, 'PX', ARGV[11], 'XX')
+-- A waiter's receipt (created at accept) keeps its ttl; otherwise the outcome is kept for a short while, so an
+-- owner whose reply to this very call was lost can read back what happened.
+if not redis.call('SET', receipts .. 'm:' .. id, done, 'PX', ARGV[11], 'XX') then
+  redis.call('SET', receipts .. 'm:' .. id, done, 'PX', ARGV[16])
+end
 
-if #ARGV > 16 + utterances then
-  for i = 17 + utterances, #ARGV do
+if #ARGV > 17 + utterances then
+  for i = 18 + utterances, #ARGV do
     redis.call('XADD', events, 'MAXLEN', ARGV[12], '*', 'd', ARGV[i])
   end
   redis.call('PEXPIRE', events, ARGV[14])

@@ -8,17 +8,15 @@
 -- KEYS[5]  event stream       sf:{tenant:id}:e
 -- KEYS[6]  lease-expiry hints sf:leases:<shard> — OUTSIDE the conversation's slot (fine on standalone and
 --          Sentinel; Redis Cluster would need it routed separately — not supported yet).
--- KEYS[7]  backlog counter    sf:backlog:<shard> — fleet-wide, OUTSIDE the slot like KEYS[6]
+-- KEYS[7]  pending counts     sf:pending:<shard> — fleet-wide hash (member -> inbox length), OUTSIDE the slot
+--          like KEYS[6]
 --
 -- ARGV[1]  hint member 'tenant:id'
 --
 -- Returns 1 when the conversation existed, else 0.
 
 local existed = redis.call('EXISTS', KEYS[1])
-local waiting = redis.call('LLEN', KEYS[4])
-if waiting > 0 then
-  redis.call('DECRBY', KEYS[7], waiting)
-end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 redis.call('ZREM', KEYS[6], ARGV[1])
+redis.call('HDEL', KEYS[7], ARGV[1])
 return existed

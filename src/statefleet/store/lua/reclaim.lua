@@ -8,7 +8,8 @@
 -- KEYS[5]  event stream       sf:{tenant:id}:e
 -- KEYS[6]  lease-expiry hints sf:leases:<shard> — OUTSIDE the conversation's slot (fine on standalone and
 --          Sentinel; Redis Cluster would need it routed separately — not supported yet).
--- KEYS[7]  backlog counter    sf:backlog:<shard> — fleet-wide, OUTSIDE the slot like KEYS[6]
+-- KEYS[7]  pending counts     sf:pending:<shard> — fleet-wide hash (member -> inbox length), OUTSIDE the slot
+--          like KEYS[6]
 -- Receipts sf:{tenant:id}:r:<created>:<name> are built from ARGV[9]; they share the conversation's slot.
 --
 -- ARGV[1]  the new lease owner (the caller's instance id)
@@ -21,6 +22,7 @@
 -- ARGV[8]  event log ttl, ms
 -- ARGV[9]  receipt key prefix sf:{tenant:id}:r:
 -- ARGV[10] hint member 'tenant:id'
+-- ARGV[11] outcome receipt ttl, ms (a failed message's receipt, when no waiter made one)
 --
 -- Returns {'-'} when there is nothing to take over, else
 --   {'T:' .. previous owner (or ''), token, attempt, turns, version, state|nil, head body, history...}
@@ -32,7 +34,9 @@ local conversation_ttl = ARGV[3]
 local r = redis.call('HMGET', meta, 'v', 'c', 'n', 'f', 'o', 'x', 'p')
 local v, created, holder = r[1], r[2], r[5]
 if not v then
+  -- Gone (deleted, or expired with its inbox): drop what the fleet-wide indexes still say about it.
   redis.call('ZREM', hints, member)
+  redis.call('HDEL', KEYS[7], member)
   return {'-'}
 end
 local now_ms = clock()
@@ -44,6 +48,7 @@ end
 local depth = redis.call('LLEN', inbox)
 if depth == 0 then
   redis.call('ZREM', hints, member)
+  redis.call('HDEL', KEYS[7], member)
   if holder then
     redis.call('HDEL', meta, 'o', 'x')
     touch(conversation_ttl, meta, hist, state, inbox)
@@ -57,7 +62,6 @@ local failed = 0
 while depth > 0 and attempts >= max_attempts do
   -- A message that keeps killing its instance must not block the conversation forever.
   local id, kname, prefix = split_entry(redis.call('LPOP', inbox))
-  redis.call('DECR', KEYS[7])
   depth = depth - 1
   attempts = 0
   failed = failed + 1
@@ -67,12 +71,15 @@ while depth > 0 and attempts >= max_attempts do
   if kname ~= '' then
     redis.call('SET', receipts .. kname, receipt, 'PX', ARGV[4])
   end
-  redis.call('SET', receipts .. 'm:' .. id, receipt, 'PX', ARGV[5], 'XX')
+  if not redis.call('SET', receipts .. 'm:' .. id, receipt, 'PX', ARGV[5], 'XX') then
+    redis.call('SET', receipts .. 'm:' .. id, receipt, 'PX', ARGV[11])
+  end
   redis.call('XADD', events, 'MAXLEN', ARGV[7], '*', 'd',
-    '{"type":"error","message_id":' .. cjson.encode(id) .. ',"error":' .. err .. '}')
+    '{"type":"error","message_id":' .. cjson.encode(id) .. ',' .. string.sub(err, 2))
 end
 if failed > 0 then
   redis.call('PEXPIRE', events, ARGV[8])
+  count_pending(KEYS[7], member, inbox)
 end
 if depth == 0 then
   redis.call('HDEL', meta, 'o', 'x')
@@ -85,7 +92,7 @@ end
 local token = tonumber(r[4] or 0) + 1
 local attempt = attempts + 1
 local expiry = now_ms + tonumber(ARGV[2])
-redis.call('HSET', meta, 'f', token, 't', token, 'o', owner, 'x', int(expiry), 'p', attempt)
+redis.call('HSET', meta, 'f', int(token), 't', int(token), 'o', owner, 'x', int(expiry), 'p', attempt)
 redis.call('HDEL', meta, 'I')
 redis.call('ZADD', hints, expiry, member)
 touch(conversation_ttl, meta, hist, state, inbox)
