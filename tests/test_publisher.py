@@ -8,8 +8,8 @@ from collections.abc import Mapping
 
 import pytest
 
-from statefleet import _publisher
-from statefleet._publisher import EventLogWriter
+from statefleet.engine import publisher
+from statefleet.engine.publisher import EventLogWriter
 from statefleet.store.base import ConversationKey, JSONObject, Limits
 from statefleet.store.memory import MemoryStore
 
@@ -45,14 +45,14 @@ async def test_tokens_of_several_conversations_share_one_store_call() -> None:
         writer.add(A, token(f"a{i}"))
         writer.add(B, token(f"b{i}"))
         await asyncio.sleep(0)  # tokens arrive over a few loop passes, as from streams
-    await asyncio.sleep(_publisher.BATCH_DELAY * 4)
+    await asyncio.sleep(publisher.BATCH_DELAY * 4)
     assert store.calls == [{A, B}]
     assert await texts(store, A) == ["a0", "a1", "a2"] and await texts(store, B) == ["b0", "b1", "b2"]
     assert sorted(appended) == [A, B]
 
 
 async def test_a_turns_end_writes_its_tokens_without_waiting_for_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_publisher, "BATCH_DELAY", 30.0)
+    monkeypatch.setattr(publisher, "BATCH_DELAY", 30.0)
     store = CountingStore()
     writer = EventLogWriter(lambda: store, Limits(), lambda keys: None)
     writer.add(A, token("x"))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
@@ -268,12 +270,21 @@ async def test_bad_input_is_refused_and_the_store_is_unchanged(
     assert await engine.get("c") is None
 
 
+async def fleet_once(store: Store, ready: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
+    """The fleet registry by instance id, once ``ready`` holds for it (or after 10 s)."""
+    deadline = time.monotonic() + 10
+    while not ready(fleet := {i["id"]: i for i in await store.instances()}) and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    return fleet
+
+
 async def test_engines_register_in_the_fleet_and_leave_it_on_stop(store: Store) -> None:
-    async with Engine(echo_agent(), store, FAST) as first, Engine(echo_agent(version="v2"), store, FAST) as second:
+    settings = dataclasses.replace(FAST, registry_ttl=1.5)  # entries refreshed every 0.5 s
+    async with Engine(echo_agent(), store, settings) as first, \
+            Engine(echo_agent(version="v2"), store, settings) as second:
         first.address = "10.0.0.1:8000"
         await first.send("c", "hello")
-        await first._register()
-        fleet = {i["id"]: i for i in await store.instances()}
+        fleet = await fleet_once(store, lambda f: f.get(first.instance_id, {}).get("stats", {}).get("committed"))
         assert set(fleet) == {first.instance_id, second.instance_id}
         assert fleet[first.instance_id]["address"] == "10.0.0.1:8000"
         assert fleet[first.instance_id]["stats"]["committed"] == 1

@@ -4,6 +4,7 @@
 """
 
 from .agent import Agent, Reply, Turn
+from .engine import Conversation, Engine, EngineSettings, TurnResult
 from .errors import (
     ConversationBusy,
     ConversationNotFound,
@@ -20,7 +21,6 @@ from .errors import (
     TurnTimeout,
 )
 from .store import Store, open_store
-from .turns import Conversation, Engine, EngineSettings, TurnResult
 
 __all__ = [
     "Agent",

@@ -12,8 +12,8 @@ from typing import Any
 
 from .. import errors
 from ..agent import Agent
+from ..engine import Engine
 from ..store import Store
-from ..turns import Engine
 from ._http import send_error
 from ._state import ServerState
 from ._types import Handler, Message, Receive, Scope, Send

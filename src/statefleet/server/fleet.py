@@ -6,8 +6,8 @@ draining, heartbeat); this instance's entry is taken live, the others as last re
 
 from __future__ import annotations
 
+from ..engine import Engine
 from ..store.base import JSONObject
-from ..turns import Engine
 from ._types import Scope
 
 

@@ -10,8 +10,8 @@ from .. import errors
 from .._json import dumps
 from .._validation import DEFAULT_TENANT
 from ..agent import DOUBLE_TEXTING_POLICIES
+from ..engine import Engine, TurnResult
 from ..store.base import JSONObject
-from ..turns import Engine, TurnResult
 from . import sse
 from ._http import SSE_HEADERS, header, parse_json_object, query, read_body, send_json
 from ._http import check_json_content_type as check_json

@@ -35,8 +35,8 @@ import uvicorn
 
 from .._gc import FrozenHeap, tune_for_serving
 from .._loading import load_agent
+from ..engine import EngineSettings
 from ..store import check_store_url
-from ..turns import EngineSettings
 from .app import StatefleetApp, create_app
 from .settings import ServerSettings
 

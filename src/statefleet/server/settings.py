@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..engine import EngineSettings
 from ..errors import ConfigError
-from ..turns import EngineSettings
 
 
 @dataclass(frozen=True)

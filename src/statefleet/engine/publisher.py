@@ -15,8 +15,8 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from .observability.hooks import EngineObserver
-from .store.base import ConversationKey, JSONObject, Limits, Store
+from ..observability.hooks import EngineObserver
+from ..store.base import ConversationKey, JSONObject, Limits, Store
 
 log = logging.getLogger(__name__)
 

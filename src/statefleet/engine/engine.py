@@ -1,8 +1,9 @@
-"""Running turns: accept, lease, handler, commit, double texting, heartbeats and recovery.
+"""Running turns: accept, lease, handler, commit, double texting and drain.
 
 One ``Engine`` is one instance of the fleet. Every engine is equal: any of them accepts any message, the one
 that holds a conversation's lease runs its turns one at a time, and every engine's sweeper takes over the
-conversations whose owner died. See docs/guarantees.md for what this promises and how it is tested.
+conversations whose owner died (the background loops are its :class:`~statefleet.engine.upkeep.Upkeep`). See
+docs/guarantees.md for what this promises and how it is tested.
 """
 
 from __future__ import annotations
@@ -21,18 +22,12 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
-from . import errors
-from ._commits import cancelled, committed, failed
-from ._publisher import EventCallback, EventLogWriter, EventPublisher
-from ._results import Conversation, TurnResult, to_turn_result
-from ._settings import EngineSettings, EngineStats
-from ._upkeep import Running, Upkeep
-from ._validation import DEFAULT_TENANT, check_conversation_id, check_message, check_tenant
-from ._waiting import await_own, await_receipt
-from .agent import Agent, DoubleTexting, Turn
-from .observability.context import TurnScope, current_turn
-from .observability.hooks import EngineObserver, MessageSpan
-from .store.base import (
+from .. import errors
+from .._validation import DEFAULT_TENANT, check_conversation_id, check_message, check_tenant
+from ..agent import Agent, DoubleTexting, Turn
+from ..observability.context import TurnScope, current_turn
+from ..observability.hooks import EngineObserver, MessageSpan
+from ..store.base import (
     Acceptance,
     AcceptKind,
     ConversationKey,
@@ -44,12 +39,16 @@ from .store.base import (
     TurnCommit,
     WorkItem,
 )
+from .commits import cancelled, committed, failed
+from .publisher import EventCallback, EventLogWriter, EventPublisher
+from .results import Conversation, TurnResult, to_turn_result
+from .settings import EngineSettings, EngineStats
+from .upkeep import Running, Upkeep
+from .waiting import await_own, await_receipt
 
-__all__ = ["Conversation", "Engine", "EngineSettings", "EngineStats", "EventCallback", "TurnResult"]
+__all__ = ["Engine"]
 
-log = logging.getLogger(__name__)
-
-
+log = logging.getLogger("statefleet.turns")  # the engine's logger (named when it was turns.py): operators filter on it
 
 
 @dataclass(slots=True)
@@ -82,7 +81,7 @@ def _new_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-class Engine(Upkeep):
+class Engine:
     """One instance of the fleet: runs ``agent`` on conversations kept in ``store``.
 
     >>> async with Engine(agent, store) as engine:
@@ -126,7 +125,9 @@ class Engine(Upkeep):
         self._event_writer = None
         if self.settings.publish_tokens:
             self._event_writer = EventLogWriter(lambda: self.store, self.limits, self._events_appended)
-        self._loops: list[asyncio.Task[None]] = []
+        #: Heartbeat, sweeper and registry while the engine runs (made at start: the server swaps in a metered
+        #: and traced store and an observer after creating the engine).
+        self._upkeep: Upkeep | None = None
         self._in_flight = 0
         #: Message ids are this engine's random prefix and a counter: unique fleet-wide, cheap to make.
         self._id_prefix = uuid.uuid4().hex[:16]
@@ -146,12 +147,12 @@ class Engine(Upkeep):
         self._started = True
         self._accepting = True
         self.started_at = time.time()
-        await self._register()
-        self._loops = [
-            asyncio.create_task(self._guard(self._sweep_forever, "sweeper")),
-            asyncio.create_task(self._guard(self._heartbeat_forever, "heartbeat")),
-            asyncio.create_task(self._guard(self._register_forever, "registry")),
-        ]
+        self._upkeep = Upkeep(
+            self.store, self.settings, self.limits, self.stats, self._running,
+            instance_id=self.instance_id, observer=self.observer, start_drive=self._start_drive,
+            accepting=lambda: self._accepting, registry_entry=self.info,
+        )
+        await self._upkeep.start()
 
     async def stop(self, drain_timeout: float = 25.0) -> None:
         """Stop accepting, let running turns finish within ``drain_timeout``, hand the rest back, stop.
@@ -161,11 +162,10 @@ class Engine(Upkeep):
         """
         if not self._started:
             return
+        upkeep = self._upkeep
+        assert upkeep is not None
         self._accepting = False
-        for task in self._loops:
-            task.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
-        self._loops = []
+        await upkeep.stop()
         drives = [r.task for r in self._running.values() if r.task is not None]
         if drives:
             _done, pending = await asyncio.wait(drives, timeout=drain_timeout)
@@ -178,6 +178,7 @@ class Engine(Upkeep):
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        self._upkeep = None
         if self._event_writer is not None:
             await self._event_writer.close()
         try:
@@ -211,6 +212,31 @@ class Engine(Upkeep):
     def idle(self) -> bool:
         """No turn running here and no caller waiting: safe to stop without handing anything back."""
         return not self._running and not self._in_flight
+
+    def info(self) -> JSONObject:
+        """This instance as the fleet registry shows it."""
+        return {
+            "id": self.instance_id,
+            "agent": self.agent.name,
+            "version": self.agent.version,
+            "address": self.address,
+            "in_flight": self.in_flight,
+            "waiting": self._in_flight,
+            "draining": self.draining,
+            "started_at": self.started_at,
+            "heartbeat_at": time.time(),
+            "stats": {"committed": self.stats.committed, "failed": self.stats.failed,
+                      "takeovers": self.stats.takeovers, "fenced": self.stats.fenced},
+        }
+
+    async def reclaim_expired_leases(self, limit: int = 100) -> int:
+        """Take over conversations whose owner stopped renewing, and run their pending messages.
+
+        The sweeper does this every ``sweep_interval``; a stopped engine takes nothing over and returns 0.
+        """
+        if self._upkeep is None:
+            return 0
+        return await self._upkeep.reclaim_expired_leases(limit)
 
     # -- public API ----------------------------------------------------------------------------------------
 
@@ -650,5 +676,3 @@ class Engine(Upkeep):
         if running is not None and running.in_handler and running.task is not None:
             running.cancel_reason = "interrupt"
             running.task.cancel()
-
-    # -- background loops ----------------------------------------------------------------------------------

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import errors
-from .store.base import Limits
+from .. import errors
+from ..store.base import Limits
 
 #: The store's defaults: the engine hands its settings to the store as ``Limits``, so they are named once.
 _LIMITS = Limits()

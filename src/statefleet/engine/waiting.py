@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from . import errors
-from ._results import expire_waiter
-from .store.base import ConversationKey, JSONObject, Store
+from .. import errors
+from ..store.base import ConversationKey, JSONObject, Store
+from .results import expire_waiter
 
 
 async def await_own(message_id: str, waiter: asyncio.Future[JSONObject], timeout: float | None) -> JSONObject:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import time
 
-from . import errors
-from .agent import Agent, Turn
-from .store.base import JSONObject, TurnCommit, WorkItem
+from .. import errors
+from ..agent import Agent, Turn
+from ..store.base import JSONObject, TurnCommit, WorkItem
 
 
 def committed(work: WorkItem, turn: Turn, emitted: int, agent: Agent) -> TurnCommit:

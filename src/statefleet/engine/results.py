@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from . import errors
-from .store.base import ConversationKey, ConversationView, JSONObject
+from .. import errors
+from ..store.base import ConversationKey, ConversationView, JSONObject
 
 _ERRORS: dict[str, type[errors.StatefleetError]] = {
     cls.code: cls

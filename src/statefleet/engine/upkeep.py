@@ -1,0 +1,181 @@
+"""What an engine does in the background: renew the leases of the turns it runs, take over the leases other
+instances let expire, and keep itself in the fleet registry.
+
+The :class:`~statefleet.engine.Engine` owns one :class:`Upkeep` while it runs and hands it what the loops need:
+the store, the table of running turns (shared, the engine adds and removes entries), a way to start a drive
+for a conversation taken over, whether the engine still accepts work, and its registry entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from ..observability.hooks import EngineObserver
+from ..store.base import ConversationKey, JSONObject, Lease, Limits, Store, WorkItem
+from .settings import EngineSettings, EngineStats
+
+log = logging.getLogger("statefleet.turns")  # the engine's logger (named when it was turns.py): operators filter on it
+
+
+@dataclass(slots=True)
+class Running:
+    """A conversation whose lease this engine holds, and the turn it is running."""
+
+    lease: Lease
+    task: asyncio.Task[None] | None = None
+    message_id: str = ""
+    renewed_at: float = 0.0
+    #: When the running turn's handler started (monotonic).
+    started: float = 0.0
+    #: Why the running handler is being cancelled: "interrupt", "lost" or "drain".
+    cancel_reason: str | None = None
+    in_handler: bool = False
+
+
+async def guard(loop_fn: Callable[[], Awaitable[None]], name: str) -> None:
+    """Keep an eternal loop alive: log a crash and start it again."""
+    while True:
+        try:
+            await loop_fn()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s loop crashed; restarting in 1 s", name)
+            await asyncio.sleep(1.0)
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class Upkeep:
+    """An engine's background loops: heartbeat (lease renewal), sweeper (takeover) and registry.
+
+    They stop in two steps, so a draining engine keeps its leases: :meth:`stop_taking_over` ends the sweeper
+    and the registry refresh, :meth:`stop` (once no turn runs any more) the heartbeat.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        settings: EngineSettings,
+        limits: Limits,
+        stats: EngineStats,
+        running: dict[ConversationKey, Running],
+        *,
+        instance_id: str,
+        observer: EngineObserver | None,
+        start_drive: Callable[[WorkItem], None],
+        accepting: Callable[[], bool],
+        registry_entry: Callable[[], JSONObject],
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._limits = limits
+        self._stats = stats
+        #: The engine's running turns, by conversation: the heartbeat renews their leases.
+        self._running = running
+        self._instance_id = instance_id
+        self._observer = observer
+        self._start_drive = start_drive
+        self._accepting = accepting
+        self._registry_entry = registry_entry
+        self._taking_over: list[asyncio.Task[None]] = []
+        self._heartbeat: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Register in the fleet, then start the sweeper, the heartbeat and the registry refresh."""
+        await self.register()
+        self._taking_over = [
+            asyncio.create_task(guard(self._sweep_forever, "sweeper")),
+            asyncio.create_task(guard(self._register_forever, "registry")),
+        ]
+        self._heartbeat = [asyncio.create_task(guard(self._heartbeat_forever, "heartbeat"))]
+
+    async def stop_taking_over(self) -> None:
+        """Stop the sweeper and the registry refresh; the heartbeat keeps renewing the running turns' leases."""
+        tasks, self._taking_over = self._taking_over, []
+        await _cancel(tasks)
+
+    async def stop(self) -> None:
+        """Stop every loop (the heartbeat last): call it once no turn of the engine runs."""
+        await self.stop_taking_over()
+        tasks, self._heartbeat = self._heartbeat, []
+        await _cancel(tasks)
+
+    async def register(self) -> None:
+        """Write the engine's entry to the fleet registry (a failure is logged: the next refresh retries)."""
+        try:
+            await self._store.register_instance(self._instance_id, self._registry_entry(),
+                                                ttl=self._settings.registry_ttl)
+        except Exception:
+            log.warning("could not register instance %r in the fleet registry", self._instance_id, exc_info=True)
+
+    async def _register_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.registry_ttl / 3)
+            await self.register()
+
+    async def _heartbeat_forever(self) -> None:
+        interval = self._settings.heartbeat
+        while True:
+            await asyncio.sleep(min(interval / 2, 0.25))
+            now = time.monotonic()
+            due = [r for r in self._running.values() if now - r.renewed_at >= interval]
+            for running in due:
+                await self._renew(running)
+
+    async def _renew(self, running: Running) -> None:
+        key = running.lease.key
+        message_id = running.message_id
+        try:
+            outcome = await self._store.renew(running.lease, limits=self._limits)
+        except Exception:
+            log.warning("could not renew lease of %r; will retry", str(key), exc_info=True)
+            return
+        if self._running.get(key) is not running or running.message_id != message_id:
+            return  # the turn committed meanwhile (and may have freed the lease): nothing to say
+        running.renewed_at = time.monotonic()
+        if not outcome.kept:
+            log.warning("lost the lease of conversation %r (token %d); stopping its turn",
+                        str(key), running.lease.token)
+            if running.task is not None and running.in_handler:
+                running.cancel_reason = "lost"
+                running.task.cancel()
+        elif outcome.interrupt and running.in_handler and running.task is not None:
+            running.cancel_reason = "interrupt"
+            running.task.cancel()
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.sweep_interval)
+            await self.reclaim_expired_leases()
+
+    async def reclaim_expired_leases(self, limit: int = 100) -> int:
+        """Take over conversations whose owner stopped renewing, and run their pending messages."""
+        taken = 0
+        for key in await self._store.expired_leases(limit):
+            if key in self._running or not self._accepting():
+                continue
+            work = await self._store.reclaim(key, owner=self._instance_id, limits=self._limits)
+            if work is None:
+                continue
+            taken += 1
+            self._stats.takeovers += 1
+            if self._observer is not None:
+                self._observer.takeover(key, work.previous_owner, work.attempt)
+            log.warning(
+                "instance %r took over conversation %r from instance %r (token %d, attempt %d of message %r)",
+                self._instance_id, str(key), work.previous_owner, work.lease.token, work.attempt, work.message.id,
+                extra={"conversation_id": key.id, "tenant": key.tenant, "message_id": work.message.id,
+                       "instance": self._instance_id, "previous_owner": work.previous_owner,
+                       "attempt": work.attempt},
+            )
+            self._start_drive(work)
+        return taken
