@@ -158,14 +158,15 @@ class Engine:
         """Stop accepting, let running turns finish within ``drain_timeout``, hand the rest back, stop.
 
         Messages still waiting in this engine's inboxes are handed back to the fleet (any instance's sweeper
-        picks them up); nothing accepted is lost.
+        picks them up); nothing accepted is lost. The heartbeat keeps the running turns' leases until the last
+        one ends, so no other instance takes a conversation over while its turn still runs here.
         """
         if not self._started:
             return
         upkeep = self._upkeep
         assert upkeep is not None
         self._accepting = False
-        await upkeep.stop()
+        await upkeep.stop_taking_over()
         drives = [r.task for r in self._running.values() if r.task is not None]
         if drives:
             _done, pending = await asyncio.wait(drives, timeout=drain_timeout)
@@ -178,6 +179,7 @@ class Engine:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        await upkeep.stop()
         self._upkeep = None
         if self._event_writer is not None:
             await self._event_writer.close()
