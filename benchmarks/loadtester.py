@@ -34,7 +34,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from statefleet.loadtest import _procs
+from statefleet.loadtest import processes
 from statefleet.testing.serve_process import ServeProcess, wait_until_ready
 
 from ._machine import cpu_seconds, machine
@@ -59,7 +59,7 @@ def serve(agent: str, store: str, env: dict[str, str] | None = None, lease_ttl: 
             raise SystemExit(f"{instance.url} did not come up")
         yield instance.url
     finally:
-        for pid in {instance.proc.pid, *_procs.find_listening(instance.port)}:
+        for pid in {instance.proc.pid, *processes.find_listening(instance.port)}:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -135,7 +135,7 @@ def _store_for_llm(cpu: int | None) -> Iterator[str]:
         yield "memory://"
         return
     with redis_server() as url:
-        for pid in _procs.find_listening(urllib.parse.urlsplit(url).port or 6379):
+        for pid in processes.find_listening(urllib.parse.urlsplit(url).port or 6379):
             _pin(pid, cpu)
         yield url
 
@@ -192,7 +192,7 @@ def _llm_run(target: Callable[[dict[str, str]], AbstractContextManager[str]], wo
         if not wait_until_ready(mock_url, mock, path="/healthz"):
             raise SystemExit("the mock LLM did not come up")
         with target({"OPENAI_BASE_URL": f"{mock_url}/v1"}) as url:
-            instance_pid = _procs.find_listening(urllib.parse.urlsplit(url).port or 80)[0]
+            instance_pid = processes.find_listening(urllib.parse.urlsplit(url).port or 80)[0]
             cpu_before, started = cpu_seconds(instance_pid), time.monotonic()
             result = loadtest(url, *workload, cpu=client_cpu)
             instance_cpu = (cpu_seconds(instance_pid) - cpu_before) / (time.monotonic() - started)

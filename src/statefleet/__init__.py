@@ -3,6 +3,7 @@
 >>> from statefleet import Agent, Turn, Engine, open_store
 """
 
+from ._version import __version__ as __version__
 from .agent import Agent, Reply, Turn
 from .engine import Conversation, Engine, EngineSettings, TurnResult
 from .errors import (
@@ -46,5 +47,3 @@ __all__ = [
     "TurnTimeout",
     "open_store",
 ]
-
-__version__ = "0.1.0"

@@ -11,6 +11,7 @@ import sys
 import click
 
 from .errors import ConfigError, StatefleetError
+from .observability.logs import configure_logging
 
 EXIT_CONFIG = 2
 EXIT_STARTUP = 3
@@ -94,13 +95,6 @@ def _register_tool_commands() -> None:
 
 
 _register_tool_commands()
-
-
-def configure_logging(level: str) -> None:
-    """The CLI configures logging; the library never does."""
-    from .observability.logs import configure
-
-    configure(level)
 
 
 def _exit(fn: object) -> None:

@@ -70,7 +70,7 @@ KILL_AT = 7.0
 
 def load_phase(a: Instance, b: Instance, workdir: Path) -> list[str]:
     """~20 s of conversation-aware load on both instances, A killed (SIGKILL) and restarted mid-run."""
-    from .loadtest import _procs
+    from .loadtest import processes
     from .loadtest.chaos import ChaosSpec
     from .loadtest.report import write_report
     from .loadtest.result import build_result, continuity_percent
@@ -86,7 +86,7 @@ def load_phase(a: Instance, b: Instance, workdir: Path) -> list[str]:
         outcome = LoadTest(workload, RunOptions(chaos=chaos, quiet=True, logdir=workdir, grace=10)).run()
     finally:
         # The chaos restarted A as a child of this process; stop it with the others.
-        for pid in _procs.find_listening(a.port):
+        for pid in processes.find_listening(a.port):
             if pid != a.proc.pid:
                 os.kill(pid, signal.SIGTERM)
     result = build_result(workload, outcome, [c.text for c in chaos])

@@ -22,7 +22,7 @@ import click
 from ._gc import tune_for_serving
 from ._json import dumps
 from .errors import ConfigError
-from .loadtest._hdr import Histogram
+from .loadtest.histogram import Histogram
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -214,7 +214,7 @@ def mock_llm(host: str, port: int, ttft: str, tokens_per_s: float, reply_tokens:
     """An OpenAI-compatible /v1/chat/completions server (streaming and not) with configurable timing and faults."""
     import sys
 
-    from .loadtest._units import parse_duration
+    from .loadtest.units import parse_duration
 
     try:
         settings = MockSettings(parse_duration(ttft, "--ttft"), tokens_per_s, reply_tokens, error_rate, spike_rate,

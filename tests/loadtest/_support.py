@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from statefleet.loadtest import _procs
+from statefleet.loadtest import processes
 from statefleet.testing import ServeProcess
 
 AGENTS = Path(__file__).with_name("agents.py")
@@ -32,7 +32,7 @@ class Instance(ServeProcess):
 
     def stop(self, sig: signal.Signals = signal.SIGKILL, timeout: float = 10.0) -> None:
         """Stop this instance and whatever the tester restarted on its port."""
-        for pid in {self.proc.pid, *_procs.find_listening(self.port)}:
+        for pid in {self.proc.pid, *processes.find_listening(self.port)}:
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:

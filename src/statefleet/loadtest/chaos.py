@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
-from . import _procs
-from ._units import parse_duration
+from . import processes
+from .units import parse_duration
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +144,9 @@ class Chaos:
     def _victim(self, spec: ChaosSpec) -> int | None:
         if spec.target_kind == "pid":
             pid = self._pids.get(spec.text, int(spec.target))
-            return pid if _procs.alive(pid) else None
-        pids = (_procs.find_listening(int(spec.target)) if spec.target_kind == "port"
-                else _procs.find_by_command(spec.target))
+            return pid if processes.alive(pid) else None
+        pids = (processes.find_listening(int(spec.target)) if spec.target_kind == "port"
+                else processes.find_by_command(spec.target))
         if not pids:
             return None
         n = self._turn.get(spec.text, 0)
@@ -164,7 +164,7 @@ class Chaos:
         if pid is None:
             self._log(spec, None, "no running process matched the target", ok=False)
             return
-        image = _procs.ProcessImage.of(pid) if spec.restart is not None else None
+        image = processes.ProcessImage.of(pid) if spec.restart is not None else None
         if spec.action == "pause":
             _signal(pid, signal.SIGSTOP)
             self._log(spec, pid, f"SIGSTOP for {spec.pause_for:g}s")
@@ -183,11 +183,11 @@ class Chaos:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _restart(self, spec: ChaosSpec, image: _procs.ProcessImage, event: ChaosEvent) -> None:
+    async def _restart(self, spec: ChaosSpec, image: processes.ProcessImage, event: ChaosEvent) -> None:
         deadline = time.monotonic() + 60
-        while _procs.alive(image.pid) and time.monotonic() < deadline:  # noqa: ASYNC110 - polls another process
+        while processes.alive(image.pid) and time.monotonic() < deadline:  # noqa: ASYNC110 - polls another process
             await asyncio.sleep(0.05)
-        if _procs.alive(image.pid):
+        if processes.alive(image.pid):
             event.detail += "; did not exit within 60 s, not restarted"
             return
         await asyncio.sleep(spec.restart or 0.0)
@@ -212,7 +212,7 @@ def _signal(pid: int, sig: signal.Signals) -> None:
 
 def _redis_shutdown(pid: int) -> str:
     """Stop the redis-server ``pid`` keeping its data (``SHUTDOWN SAVE`` on its port), else SIGTERM it."""
-    image = _procs.ProcessImage.of(pid)
+    image = processes.ProcessImage.of(pid)
     port = 6379
     argv = list(image.argv)
     for i, arg in enumerate(argv):

@@ -55,7 +55,7 @@ def loadtest(targets: tuple[str, ...], conversations: int | None, rate: str | No
     Each simulated user holds conversations and checks that the server's view of each matches what it sent
     (no lost, duplicated, reordered or stale turns); messages are retried with the same Idempotency-Key.
     """
-    from ..cli import configure_logging
+    from ..observability.logs import configure_logging
 
     configure_logging("warning")
     try:
@@ -72,9 +72,9 @@ def run_cli(targets: tuple[str, ...], conversations: int | None, rate: str | Non
             profile: str | None, duration: str, stream_ratio: float, verify_every: int, retry_budget: str,
             request_timeout: str, processes: int, chaos: tuple[str, ...], slo: str | None,
             json_path: Path | None, report_path: Path | None, tenant: str | None, seed: int, quiet: bool) -> int:
-    from ._units import parse_duration, parse_number
     from .chaos import ChaosSpec
     from .slo import evaluate, parse_slo
+    from .units import parse_duration, parse_number
     from .workload import Profile, Think, Workload
 
     if rate is not None and conversations is not None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from ._units import parse_duration, parse_number
+from .units import parse_duration, parse_number
 
 _LATENCY = ("p50", "p90", "p99", "p99.9", "max")
 _DURATIONS = {*_LATENCY, *(f"ttft_{p}" for p in _LATENCY), "recovery"}

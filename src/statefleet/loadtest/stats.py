@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._hdr import Histogram
+from .histogram import Histogram
 
 #: Width of the fine time buckets (max latency, disruption) in seconds.
 FINE = 0.1

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
-from ._units import parse_duration, parse_number
+from .units import parse_duration, parse_number
 
 _RAMP = re.compile(r"^ramp:([^.]+)\.\.([^/]+)/(.+)$")
 _SPIKE = re.compile(r"^spike:x([^/]+)/(.+)$")

@@ -82,8 +82,9 @@ class TerminalFormatter(logging.Formatter):
         return f"{head} [{context}]{newline}{tail}"
 
 
-def configure(level: str = "info", *, json_lines: bool | None = None) -> None:
-    """Send statefleet's logs to stderr: JSON lines unless stderr is a terminal."""
+def configure_logging(level: str = "info", *, json_lines: bool | None = None) -> None:
+    """Send the process's logs to stderr: JSON lines unless stderr is a terminal. The CLI calls it; the library
+    never does."""
     if json_lines is None:
         json_lines = not sys.stderr.isatty()
     handler = logging.StreamHandler(sys.stderr)

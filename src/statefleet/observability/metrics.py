@@ -230,7 +230,7 @@ class Metrics:
                                          buckets=BACKEND_BUCKETS, registry=reg)
         info = Gauge("statefleet_build_info", "The agent and version this instance serves.",
                      [*av, "statefleet"], multiprocess_mode="livemax", registry=reg)
-        from .. import __version__
+        from .._version import __version__
 
         info.labels(agent, version, __version__).set(1)
         # Children bound once: the hot path does no label lookups, and writes plain numbers (see the top).

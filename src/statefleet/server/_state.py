@@ -12,7 +12,7 @@ from typing import Any
 from .. import errors
 from ..agent import Agent
 from ..engine import Engine
-from ..observability._otel_env import tracing_enabled
+from ..observability import tracing_enabled
 from ..observability.hooks import EngineObserver, fan_out
 from ..observability.metrics import Metrics, MetricsObserver
 from ..observability.store_metrics import MeteredStore

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import __version__
 from .._validation import CONVERSATION_ID, IDEMPOTENCY_KEY, TENANT
+from .._version import __version__
 from ..agent import DOUBLE_TEXTING_POLICIES, Agent
 from .events import EVENT_ID
 

@@ -157,7 +157,7 @@ def _has(module: str) -> bool:
 def run_worker(options: ServeOptions, sock: socket.socket | None = None) -> int:
     """Run one instance (in this process) until drained."""
     if sock is not None:
-        from ..cli import configure_logging
+        from ..observability.logs import configure_logging
 
         configure_logging(options.log_level)
     app = build_app(options)

@@ -1,0 +1,4 @@
+"""The package's version, in a module of its own so that any layer may read it without importing the root
+package (which imports the engine and the store)."""
+
+__version__ = "0.1.0"
