@@ -1,9 +1,12 @@
-"""A throwaway ``redis-server`` on a free loopback port, nothing persisted: what the tests and benchmarks start
-so they never depend on (or disturb) a Redis that happens to run on the machine."""
+"""A throwaway ``redis-server`` on a free loopback port: what the tests and benchmarks start so they never depend
+on (or disturb) a Redis that happens to run on the machine. Nothing is persisted unless asked: the fault suite
+asks (``persistent=True``) so that the server can be killed and restarted on the same port with its data."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -20,29 +23,42 @@ def free_port() -> int:
 
 
 class LocalRedisServer:
-    """``with LocalRedisServer() as server: server.url`` — started and answering PING, or ``RuntimeError``."""
+    """``with LocalRedisServer() as server: server.url`` — started and answering PING, or ``RuntimeError``.
 
-    def __init__(self, *extra_args: str, start_timeout: float = 10.0) -> None:
+    ``persistent=True`` writes every change to an append-only file before answering (``appendfsync always``),
+    so ``restart()`` — a kill -9 and a start on the same port and directory — loses nothing acknowledged.
+    ``pause()`` / ``resume()`` freeze and thaw the server (SIGSTOP / SIGCONT).
+    """
+
+    def __init__(self, *extra_args: str, start_timeout: float = 10.0, persistent: bool = False) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed; ./dev test and ./dev bench install it")
         self.port = free_port()
         self.workdir = Path(tempfile.mkdtemp(prefix="statefleet-redis-"))
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir), "--protected-mode", "no", "--loglevel", "warning", *extra_args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if persistent else ["--appendonly", "no"]
+        self._argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence,
+                      "--dir", str(self.workdir), "--protected-mode", "no", "--loglevel", "warning", *extra_args]
+        self.paused = False
+        self.proc = self._launch(start_timeout)
+
+    def _launch(self, start_timeout: float) -> subprocess.Popen[bytes]:
+        self.proc = subprocess.Popen(self._argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + start_timeout
         while not self._answers("PING", b"+PONG"):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"redis-server did not start on port {self.port} within {start_timeout} s")
             time.sleep(0.02)
+        return self.proc
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        return int(self.proc.pid)
 
     def _answers(self, command: str, expected: bytes) -> bool:
         try:
@@ -57,8 +73,30 @@ class LocalRedisServer:
         if not self._answers("FLUSHALL", b"+OK"):
             raise RuntimeError(f"redis-server on port {self.port} did not flush")
 
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections stay open, nothing is answered until ``resume()``."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        """Thaw a paused server (SIGCONT)."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+        self.paused = False
+
+    def restart(self, start_timeout: float = 10.0) -> None:
+        """Kill the server with SIGKILL and start it again on the same port and directory.
+
+        Only a ``persistent`` server keeps its data; the others come back empty.
+        """
+        self.proc.kill()
+        self.proc.wait()
+        self.paused = False
+        self._launch(start_timeout)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
+            self.resume()  # a stopped process would hold SIGTERM until continued
             self.proc.terminate()
             try:
                 self.proc.wait(5)
