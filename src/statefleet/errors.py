@@ -146,6 +146,13 @@ class OutcomeUnknown(StatefleetError):
     status = 503
 
 
+class StoreLostData(StatefleetError):
+    """The store's epoch changed under the running fleet: it lost its data (restarted empty, flushed)."""
+
+    code = "store_reset"
+    status = 503
+
+
 class Overloaded(StatefleetError):
     """This instance is at its in-flight limit, or draining; try again shortly (Retry-After)."""
 

@@ -30,6 +30,7 @@ from ..observability.hooks import EngineObserver, MessageSpan
 from ..store.base import (
     Acceptance,
     AcceptKind,
+    CommitOutcome,
     ConversationKey,
     InboundMessage,
     JSONObject,
@@ -40,11 +41,13 @@ from ..store.base import (
     WorkItem,
 )
 from .commits import cancelled, committed, failed
+from .epoch import EpochWatch
 from .publisher import EventCallback, EventLogWriter, EventPublisher
+from .resolution import resolve_commit
 from .results import Conversation, TurnResult, to_turn_result
 from .settings import EngineSettings, EngineStats
 from .upkeep import Running, Upkeep
-from .waiting import await_own, await_receipt
+from .waiting import await_own, await_receipt, follow_receipt
 
 __all__ = ["Engine"]
 
@@ -109,6 +112,7 @@ class Engine:
             conversation_ttl=self.settings.conversation_ttl,
             idempotency_ttl=self.settings.idempotency_ttl,
             receipt_ttl=self.settings.receipt_ttl,
+            outcome_ttl=self.settings.outcome_ttl,
             events_max=self.settings.events_max,
             events_ttl=self.settings.events_ttl,
             inbox_max=self.settings.inbox_max,
@@ -128,6 +132,8 @@ class Engine:
         #: Heartbeat, sweeper and registry while the engine runs (made at start: the server swaps in a metered
         #: and traced store and an observer after creating the engine).
         self._upkeep: Upkeep | None = None
+        #: The store's epoch as this engine knows it; a change means the store lost its data (see ``epoch``).
+        self.epoch = EpochWatch(store, self.settings.store_reset_hold)
         self._in_flight = 0
         #: Message ids are this engine's random prefix and a counter: unique fleet-wide, cheap to make.
         self._id_prefix = uuid.uuid4().hex[:16]
@@ -147,10 +153,11 @@ class Engine:
         self._started = True
         self._accepting = True
         self.started_at = time.time()
+        self.epoch = EpochWatch(self.store, self.settings.store_reset_hold)
         self._upkeep = Upkeep(
             self.store, self.settings, self.limits, self.stats, self._running,
             instance_id=self.instance_id, observer=self.observer, start_drive=self._start_drive,
-            accepting=lambda: self._accepting, registry_entry=self.info,
+            accepting=lambda: self._accepting, registry_entry=self.info, epoch=self.epoch,
         )
         await self._upkeep.start()
 
@@ -540,15 +547,17 @@ class Engine:
                     return
                 committing = perf_counter()
                 try:
-                    outcome = await self.store.commit(work.lease, commit, limits=self.limits)
+                    outcome = await self._commit(work, commit)
                 except asyncio.CancelledError:
                     # Only stop() cancels a drive. The commit may or may not have landed: the caller's retry
                     # with its Idempotency-Key finds out, never running the turn twice.
-                    self._fail_waiter(work.message.id, errors.LeaseLost(
+                    self._fail_waiter(work.message.id, errors.OutcomeUnknown(
                         f"instance stopped while committing a turn of conversation {key.id!r}; retry with the "
                         "same Idempotency-Key to get its result"))
                     if running.cancel_reason != "drain":
                         raise
+                    return
+                if outcome is None:  # the commit's fate was settled otherwise (see _commit)
                     return
                 if outcome.fenced:
                     self.stats.fenced += 1
@@ -558,9 +567,7 @@ class Engine:
                         "fenced: commit of message %r in conversation %r refused; lease token %d is stale",
                         work.message.id, str(key), work.lease.token,
                     )
-                    self._fail_waiter(work.message.id, errors.LeaseLost(
-                        f"this instance lost the lease of conversation {key.id!r}; the message is committed "
-                        "by the new owner — retry with the same Idempotency-Key to get its result"))
+                    self._follow(key, work.message.id)  # the new owner commits it; its caller gets that
                     return
                 self._count(commit.outcome)
                 if self._event_watchers:
@@ -576,15 +583,62 @@ class Engine:
                 work = outcome.next
                 if work is not None and not self._accepting:
                     # Draining: hand the queued messages back to the fleet instead of running them here.
-                    await self.store.release(work.lease)
+                    await self.store.release(work.lease, started=False)
                     self.stats.handed_back += 1
                     return
         except Exception as exc:
+            # The message stays in the inbox under a lease nobody renews: another instance takes it over.
             log.exception("turn loop of conversation %r crashed; its lease will be taken over", str(key))
-            self._fail_waiter(running.message_id, errors.TurnFailed(f"internal error running the turn: {exc!r}"))
+            self._fail_waiter(running.message_id, errors.OutcomeUnknown(
+                f"internal error running the turn ({exc!r}); the message stays accepted and is committed once — "
+                "retry with the same Idempotency-Key to get its result"))
         finally:
             if self._running.get(key) is running:
                 del self._running[key]
+
+    async def _commit(self, work: WorkItem, commit: TurnCommit) -> CommitOutcome | None:
+        """Commit a finished turn; when the store fails meanwhile, find out what happened before answering.
+
+        Returns the commit's outcome, or None when its fate was settled otherwise: the message had committed
+        already (its caller gets the stored result), waits for another owner (its caller follows the receipt),
+        or stayed unknown for ``resolve_timeout`` (its caller gets ``OutcomeUnknown``). See ``resolution``.
+        """
+        try:
+            return await self.store.commit(work.lease, commit, limits=self.limits)
+        except errors.StoreUnavailable as exc:
+            key, message_id = work.lease.key, work.message.id
+            log.warning("the store failed while message %r of conversation %r committed (%s); finding out whether "
+                        "it landed", message_id, str(key), exc)
+            resolution = await resolve_commit(self.store, work.lease, commit, self.limits,
+                                              self.settings.resolve_timeout)
+        if resolution is None:
+            self._fail_waiter(message_id, errors.OutcomeUnknown(
+                f"the store did not answer while message {message_id!r} of conversation {key.id!r} committed, "
+                f"nor for {self.settings.resolve_timeout} s after; it commits exactly once or not at all — retry "
+                "with the same Idempotency-Key to get its result"))
+            return None
+        if resolution.applied is not None:
+            return resolution.applied
+        if resolution.result is not None:
+            self._count(commit.outcome)
+            self._resolve(message_id, resolution.result)
+        else:
+            self._follow(key, message_id)
+        # A landed commit may have handed this lease on to the next message: give it back for the sweeper.
+        with contextlib.suppress(errors.StatefleetError):
+            await self.store.release(work.lease, started=False)
+        return None
+
+    def _follow(self, key: ConversationKey, message_id: str) -> None:
+        """The message moved to another owner: settle its local caller's waiter from the store's receipt."""
+        waiter = self._waiters.get(message_id)
+        if waiter is None or waiter.done():
+            return
+        task = asyncio.create_task(follow_receipt(
+            self.store, key, message_id, waiter, lambda: self._waiters.get(message_id) is waiter))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_observe)
 
     async def _run_turn(self, running: Running, work: WorkItem) -> TurnCommit | None:
         key = work.lease.key
@@ -630,17 +684,21 @@ class Engine:
                     current.uncancel()
                 await publisher.drain()
                 return cancelled(message.id)
-            if reason is not None and reason in ("lost", "drain"):
+            if reason == "lost":
                 if observer is not None:
-                    observer.turn_abandoned(key, reason)
-                if reason == "drain":
-                    await self.store.release(work.lease)
-                    self.stats.handed_back += 1
-                else:
-                    self.stats.fenced += 1
+                    observer.turn_abandoned(key, "lost")
+                self.stats.fenced += 1
+                self._follow(key, message.id)  # the new owner runs it again; its caller gets that result
+                return None
+            if reason == "drain":
+                if observer is not None:
+                    observer.turn_abandoned(key, "drain")
+                self.stats.handed_back += 1
                 self._fail_waiter(message.id, errors.LeaseLost(
-                    f"turn of conversation {key.id!r} was handed to another instance; retry with the same "
-                    "Idempotency-Key to get its result"))
+                    f"this instance is shutting down; the turn of conversation {key.id!r} was handed to another "
+                    "instance — retry with the same Idempotency-Key to get its result"))
+                with contextlib.suppress(errors.StatefleetError):
+                    await self.store.release(work.lease)  # else the lease expires and is taken over
                 return None
             raise
         except Exception as exc:

@@ -27,6 +27,13 @@ class EngineSettings:
     idempotency_ttl: float = _LIMITS.idempotency_ttl
     #: Results a waiting caller polls are kept this long (s).
     receipt_ttl: float = _LIMITS.receipt_ttl
+    #: Every finished message's outcome stays readable by id this long (s), to resolve a lost commit reply.
+    outcome_ttl: float = _LIMITS.outcome_ttl
+    #: When the store fails while a turn commits, retry the commit and read the message's receipt back for up
+    #: to this long (s) before answering ``outcome_unknown``; longer than a store restart or failover takes.
+    resolve_timeout: float = 10.0
+    #: After the store's epoch changed (it lost its data), ``/readyz`` fails this long (s); 0: never.
+    store_reset_hold: float = 30.0
     #: Events kept per conversation, and for how long (s).
     events_max: int = _LIMITS.events_max
     events_ttl: float = _LIMITS.events_ttl
@@ -45,7 +52,7 @@ class EngineSettings:
 
     def __post_init__(self) -> None:
         for name in ("lease_ttl", "sweep_interval", "conversation_ttl", "idempotency_ttl", "receipt_ttl",
-                     "events_ttl", "registry_ttl"):
+                     "outcome_ttl", "resolve_timeout", "events_ttl", "registry_ttl"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or value <= 0:
                 raise errors.ConfigError(f"engine setting {name}={value!r} must be a positive number of seconds")
@@ -53,6 +60,10 @@ class EngineSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise errors.ConfigError(f"engine setting {name}={value!r} must be a positive int")
+
+        if not isinstance(self.store_reset_hold, int | float) or self.store_reset_hold < 0:
+            raise errors.ConfigError(
+                f"engine setting store_reset_hold={self.store_reset_hold!r} must be a number of seconds >= 0")
 
     @property
     def heartbeat(self) -> float:

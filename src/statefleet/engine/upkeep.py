@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from ..observability.hooks import EngineObserver
 from ..store.base import ConversationKey, JSONObject, Lease, Limits, Store, WorkItem
+from .epoch import EpochWatch
 from .settings import EngineSettings, EngineStats
 
 log = logging.getLogger("statefleet.turns")  # the engine's logger (named when it was turns.py): operators filter on it
@@ -74,6 +75,7 @@ class Upkeep:
         start_drive: Callable[[WorkItem], None],
         accepting: Callable[[], bool],
         registry_entry: Callable[[], JSONObject],
+        epoch: EpochWatch,
     ) -> None:
         self._store = store
         self._settings = settings
@@ -86,6 +88,8 @@ class Upkeep:
         self._start_drive = start_drive
         self._accepting = accepting
         self._registry_entry = registry_entry
+        #: Checked with every registry refresh: a changed epoch means the store lost its data.
+        self._epoch = epoch
         self._taking_over: list[asyncio.Task[None]] = []
         self._heartbeat: list[asyncio.Task[None]] = []
 
@@ -110,12 +114,17 @@ class Upkeep:
         await _cancel(tasks)
 
     async def register(self) -> None:
-        """Write the engine's entry to the fleet registry (a failure is logged: the next refresh retries)."""
+        """Write the engine's entry to the fleet registry and check the store's epoch (a failure is logged:
+        the next refresh retries)."""
         try:
             await self._store.register_instance(self._instance_id, self._registry_entry(),
                                                 ttl=self._settings.registry_ttl)
+            reset = await self._epoch.check()
         except Exception:
             log.warning("could not register instance %r in the fleet registry", self._instance_id, exc_info=True)
+            return
+        if reset is not None and self._observer is not None:
+            self._observer.store_reset(reset.previous, reset.current)
 
     async def _register_forever(self) -> None:
         while True:

@@ -59,6 +59,9 @@ class EngineObserver(Protocol):
     def takeover(self, key: ConversationKey, previous_owner: str | None, attempt: int) -> None:
         """This engine took over a conversation whose owner stopped renewing its lease."""
 
+    def store_reset(self, previous_epoch: str, epoch: str) -> None:
+        """The store's epoch marker changed: it lost its data under the running fleet (rare, loud)."""
+
     def backend_call(self, call: BackendCall) -> AbstractContextManager[object]:
         """A handler calls a backend (``statefleet.observability.backend_call``); exit sees its outcome."""
 
@@ -109,6 +112,10 @@ class FanOut:
     def takeover(self, key: ConversationKey, previous_owner: str | None, attempt: int) -> None:
         for observer in self._observers:
             observer.takeover(key, previous_owner, attempt)
+
+    def store_reset(self, previous_epoch: str, epoch: str) -> None:
+        for observer in self._observers:
+            observer.store_reset(previous_epoch, epoch)
 
     def backend_call(self, call: BackendCall) -> AbstractContextManager[object]:
         from contextlib import ExitStack

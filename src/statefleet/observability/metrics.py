@@ -218,6 +218,9 @@ class Metrics:
                                        registry=reg)
         self.store_errors = Counter("statefleet_store_operation_errors", "Store operations that raised.",
                                     ["operation"], registry=reg)
+        self.store_resets = Counter("statefleet_store_resets",
+                                    "Times this instance saw the store's epoch change: the store lost its data.",
+                                    av, registry=reg)
         self.http_requests = Counter("statefleet_http_requests", "HTTP requests by templated route and status.",
                                      ["route", "method", "status"], registry=reg)
         self.http_seconds = Histogram("statefleet_http_request_duration_seconds",
@@ -244,6 +247,7 @@ class Metrics:
         self.waiting_child = self.waiting.labels(agent, version)
         self.stream = {k: self.streams.labels(agent, version, k) for k in STREAM_KINDS}
         self.takeovers_child = self.takeovers.labels(agent, version)
+        self.store_resets_child = self.store_resets.labels(agent, version)
         self.fencing_child = self.fencing.labels(agent, version)
         self.abandon_reason = {r: self.abandoned.labels(agent, version, r) for r in ABANDON_REASONS}
         self.store_op = {op: self._histogram(self.store_seconds.labels(op)) for op in STORE_OPERATIONS}
@@ -398,6 +402,9 @@ class MetricsObserver:
 
     def takeover(self, key: ConversationKey, previous_owner: str | None, attempt: int) -> None:
         self._takeovers.inc()
+
+    def store_reset(self, previous_epoch: str, epoch: str) -> None:
+        self.metrics.store_resets_child.inc()
 
     def backend_call(self, call: BackendCall) -> AbstractContextManager[object]:
         return _BackendTimer(self.metrics, call)

@@ -232,6 +232,13 @@ class TracingObserver:
         })
         span.end()
 
+    def store_reset(self, previous_epoch: str, epoch: str) -> None:
+        span = self.tracer.start_span("store.reset", context=_EMPTY, attributes={
+            "statefleet.instance": self.instance_id, "statefleet.previous_epoch": previous_epoch,
+            "statefleet.epoch": epoch,
+        })
+        span.end()
+
     def backend_call(self, call: BackendCall) -> AbstractContextManager[object]:
         return self._backend_span(call)
 

@@ -32,6 +32,11 @@ class HealthRoutes:
         state = self.state
         if state.draining or state.engine.draining:
             raise Draining("this instance is draining")
+        reset = state.engine.epoch.last_reset
+        if reset is not None and state.engine.epoch.holding:
+            raise errors.StoreLostData(
+                f"the store lost its data (epoch {reset.previous!r} became {reset.current!r}); not ready for "
+                f"{state.engine.epoch.hold:.0f} s after it was noticed")
         try:
             await asyncio.wait_for(state.engine.store.ping(), state.settings.ready_timeout)
         except TimeoutError:

@@ -37,6 +37,8 @@ class PipelinedConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._closed: BaseException | None = None
         self._reply_timeout = reply_timeout
+        #: How often the oldest waiting reply is checked against ``reply_timeout``.
+        self._watch_every = min(1.0, reply_timeout / 4)
         self._loop = asyncio.get_running_loop()
         self._watchdog: asyncio.TimerHandle | None = None
 
@@ -66,7 +68,7 @@ class PipelinedConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self._transport = cast(asyncio.Transport, transport)
-        self._watchdog = self._loop.call_later(1.0, self._check_timeouts)
+        self._watchdog = self._loop.call_later(self._watch_every, self._check_timeouts)
 
     def data_received(self, data: bytes) -> None:
         reader = self._reader
@@ -114,7 +116,7 @@ class PipelinedConnection(asyncio.Protocol):
         if self._waiters and time.monotonic() - self._waiters[0][1] > self._reply_timeout:
             self._fail(ConnectionClosed(f"Redis did not reply within {self._reply_timeout} s"))
             return
-        self._watchdog = self._loop.call_later(1.0, self._check_timeouts)
+        self._watchdog = self._loop.call_later(self._watch_every, self._check_timeouts)
 
     def _fail(self, exc: BaseException) -> None:
         if self._closed is None:

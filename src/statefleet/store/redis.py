@@ -264,8 +264,9 @@ class RedisStore:
             try:
                 pipe = await PipelinedConnection.connect(
                     host=kwargs.get("host"), port=int(kwargs.get("port", 6379)), path=kwargs.get("path"),
-                    ssl_context=_ssl_context(self._client), connect_timeout=CONNECT_TIMEOUT,
-                    reply_timeout=REPLY_TIMEOUT,
+                    ssl_context=_ssl_context(self._client),
+                    connect_timeout=float(kwargs.get("socket_connect_timeout") or CONNECT_TIMEOUT),
+                    reply_timeout=float(kwargs.get("socket_timeout") or REPLY_TIMEOUT),
                 )
                 if kwargs.get("password"):
                     auth = [kwargs["username"], kwargs["password"]] if kwargs.get("username") else [kwargs["password"]]
