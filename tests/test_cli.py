@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -27,6 +28,9 @@ def statefleet(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[s
         (["serve", SUPPORT, "--port", "70000"], "70000"),
         (["serve", SUPPORT, "--workers", "0"], "0"),
         (["serve", SUPPORT, "--log-level", "loud"], "loud"),
+        (["serve", SUPPORT, "--max-in-flight", "0"], "0 would refuse every message"),
+        (["serve", SUPPORT, "--max-in-flight", "abc"], "'abc' is not a valid integer"),
+        (["serve", SUPPORT, "--handler-threads", "0"], "--handler-threads"),
     ],
 )
 def test_bad_configuration_exits_2_with_a_clear_message(args: list[str], message: str) -> None:
@@ -39,6 +43,14 @@ def test_unreachable_store_exits_3() -> None:
     done = statefleet("serve", SUPPORT, "--store", "redis://127.0.0.1:1/0", "--port", "0")
     assert done.returncode == 3, done.stderr
     assert "cannot reach the Redis store" in done.stderr
+
+
+@pytest.mark.parametrize(("value", "message"), [("0", "0 would refuse every message"), ("abc", "not a valid integer")])
+def test_a_bad_in_flight_limit_from_the_environment_exits_2_naming_it(value: str, message: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "statefleet", "serve", SUPPORT], capture_output=True, text=True,
+                          timeout=60, check=False, env={**os.environ, "STATEFLEET_MAX_IN_FLIGHT": value})
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "max-in-flight" in done.stderr
 
 
 def test_environment_variables_configure_serve() -> None:

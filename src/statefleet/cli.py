@@ -23,6 +23,13 @@ def main() -> None:
     """Serve stateful conversational agents from many interchangeable instances."""
 
 
+def _at_least_one(_ctx: click.Context, param: click.Parameter, value: int) -> int:
+    if value < 1:
+        raise click.BadParameter(f"{value} would refuse every message; give a number of requests of at least 1 "
+                                 f"(or leave {param.envvar} unset for the default)")
+    return value
+
+
 @main.command()
 @click.argument("app", envvar="STATEFLEET_APP")
 @click.option("--store", envvar="STATEFLEET_STORE", default="sqlite:///.statefleet/state.db", show_default=True,
@@ -44,15 +51,26 @@ def main() -> None:
 @click.option("--tune-gc/--no-tune-gc", envvar="STATEFLEET_TUNE_GC", default=True, show_default=True,
               help="Keep live objects out of the garbage collector's scans and collect in full every 10 min "
                    "(no event-loop pauses growing with the turns in flight); see docs/operations.md.")
+@click.option("--max-in-flight", envvar="STATEFLEET_MAX_IN_FLIGHT", type=int, default=256, show_default=True,
+              callback=_at_least_one,
+              help="Requests each worker serves at once (waiting for a reply, streaming, or accepted with "
+                   "wait=false and still running); more get 503 + Retry-After at once. Sized from measured "
+                   "capacity; see 'Sizing the in-flight limit' in docs/operations.md.")
+@click.option("--handler-threads", envvar="STATEFLEET_HANDLER_THREADS", type=click.IntRange(1, 1024), default=1,
+              show_default=True,
+              help="Threads each worker runs plain `def` handlers on (async handlers run on the event loop). "
+                   "More threads computing at once starve the event loop; raise it only for def handlers that "
+                   "block on I/O.")
 def serve(app: str, store: str, host: str, port: int, workers: int, drain_timeout: float, lease_ttl: float,
-          advertise: str | None, log_level: str, metrics: bool, tune_gc: bool) -> None:
+          advertise: str | None, log_level: str, metrics: bool, tune_gc: bool, max_in_flight: int,
+          handler_threads: int) -> None:
     """Serve the agent APP (module:agent or path/to/file.py:agent) over HTTP, SSE and WebSocket."""
     from .server.runner import ServeOptions, run
 
     configure_logging(log_level)
-    options = ServeOptions(app=app, store=store, host=host, port=port, workers=workers,
-                           drain_timeout=drain_timeout, lease_ttl=lease_ttl, advertise=advertise,
-                           log_level=log_level, metrics=metrics, tune_gc=tune_gc)
+    options = ServeOptions(app=app, store=store, max_in_flight=max_in_flight, host=host, port=port,
+                           workers=workers, drain_timeout=drain_timeout, lease_ttl=lease_ttl, advertise=advertise,
+                           log_level=log_level, metrics=metrics, tune_gc=tune_gc, handler_threads=handler_threads)
     _exit(lambda: run(options))
 
 

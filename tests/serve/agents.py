@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 
 from statefleet import Agent, Turn
 
@@ -25,3 +26,15 @@ async def handle_slow(turn: Turn) -> None:
     await asyncio.sleep(float(turn.metadata.get("sleep", 1.0)))
     turn.state["runs"] = turn.state.get("runs", 0) + 1
     turn.reply(f"{os.getpid()}:{turn.text}")
+
+
+gated = Agent("gated", history_window=6)
+
+
+@gated.handler
+async def handle_gated(turn: Turn) -> None:
+    """Holds the turn until the file named by metadata ``gate`` exists: the test decides when turns end."""
+    gate = Path(turn.metadata["gate"])
+    while not gate.exists():  # noqa: ASYNC110, ASYNC240 - another process opens the gate; one stat per poll
+        await asyncio.sleep(0.02)
+    turn.reply(turn.text)

@@ -27,6 +27,7 @@ import socket
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -42,6 +43,11 @@ from .settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
+#: How long (s) a thread holding the GIL keeps it while another waits (CPython's default: 5 ms). The event loop
+#: wants it back after every system call; against a computing handler thread each of those waits cost up to
+#: 5 ms, enough to put a 503's p99 near 100 ms (benchmarks/overload.py). With 1 ms: ~5 ms.
+GIL_SWITCH_INTERVAL = 0.001
+
 
 @dataclass(frozen=True)
 class ServeOptions:
@@ -51,6 +57,10 @@ class ServeOptions:
     app: str
     #: Store URL.
     store: str
+    #: Requests one worker serves at once (waiting for a reply, streaming, or accepted with ``wait=false``
+    #: and still running); more are answered 503 + Retry-After at once. Its default is the CLI's, sized from
+    #: measured capacity (docs/operations.md, "Sizing the in-flight limit").
+    max_in_flight: int
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
@@ -65,18 +75,21 @@ class ServeOptions:
     metrics: bool = True
     #: Freeze startup objects and raise the GC thresholds (see ``statefleet._gc``).
     tune_gc: bool = True
+    #: Threads that run plain ``def`` handlers (the event loop's default executor). One: Python computes on one
+    #: core at a time, and every further thread that computes starves the event loop of the GIL.
+    handler_threads: int = 1
 
     def __repr__(self) -> str:
         from ..store import redact_url
 
         return (f"ServeOptions(app={self.app!r}, store={redact_url(self.store)!r}, host={self.host!r}, "
-                f"port={self.port}, workers={self.workers})")
+                f"port={self.port}, workers={self.workers}, max_in_flight={self.max_in_flight})")
 
 
 def build_app(options: ServeOptions) -> StatefleetApp:
     agent = load_agent(options.app)
     settings = ServerSettings(
-        engine=EngineSettings(lease_ttl=options.lease_ttl),
+        engine=EngineSettings(lease_ttl=options.lease_ttl, max_in_flight=options.max_in_flight),
         drain_timeout=options.drain_timeout,
         advertise_address=options.advertise or (f"{options.host}:{options.port}" if options.port else None),
         metrics=options.metrics,
@@ -87,15 +100,21 @@ def build_app(options: ServeOptions) -> StatefleetApp:
 class DrainingServer(uvicorn.Server):
     """uvicorn's server, with statefleet's drain on the first signal and exit code 0 after it."""
 
-    def __init__(self, config: uvicorn.Config, app: StatefleetApp, drain_timeout: float) -> None:
+    def __init__(self, config: uvicorn.Config, app: StatefleetApp, drain_timeout: float,
+                 handler_threads: int) -> None:
         super().__init__(config)
         self.app = app
         self.drain_timeout = drain_timeout
+        self.handler_threads = handler_threads
         self._draining: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
+        # Plain-def handlers run here (asyncio.to_thread); asyncio's own default is min(32, CPUs + 4) threads,
+        # and several threads computing at once starve the loop: 503s took seconds (benchmarks/overload.py).
+        self._loop.set_default_executor(
+            ThreadPoolExecutor(self.handler_threads, thread_name_prefix="statefleet-handler"))
         await super().serve(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -161,7 +180,8 @@ def run_worker(options: ServeOptions, sock: socket.socket | None = None) -> int:
 
         configure_logging(options.log_level)
     app = build_app(options)
-    server = DrainingServer(uvicorn_config(app, options), app, options.drain_timeout)
+    server = DrainingServer(uvicorn_config(app, options), app, options.drain_timeout, options.handler_threads)
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     if options.tune_gc:
         tune_for_serving()
         FrozenHeap().start_thread()
