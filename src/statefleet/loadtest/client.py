@@ -196,7 +196,9 @@ class Client:
 
 
 #: Error codes of statefleet (``StatefleetError.code``) that a retry with the same Idempotency-Key may cure.
-RETRYABLE_CODES = frozenset(("overloaded", "draining", "store_unavailable", "lease_lost", "turn_timeout"))
+RETRYABLE_CODES = frozenset(
+    ("overloaded", "draining", "store_unavailable", "outcome_unknown", "lease_lost", "turn_timeout")
+)
 
 
 @contextlib.contextmanager
