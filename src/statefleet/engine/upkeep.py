@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from .. import errors
 from ..observability.hooks import EngineObserver
 from ..store.base import ConversationKey, JSONObject, Lease, Limits, Store, WorkItem
 from .epoch import EpochWatch
@@ -38,12 +39,15 @@ class Running:
 
 
 async def guard(loop_fn: Callable[[], Awaitable[None]], name: str) -> None:
-    """Keep an eternal loop alive: log a crash and start it again."""
+    """Keep an eternal loop alive: log a crash and start it again (a store outage is a line, not a crash)."""
     while True:
         try:
             await loop_fn()
         except asyncio.CancelledError:
             raise
+        except errors.StoreUnavailable as exc:
+            log.warning("%s loop paused: %s; retrying in 1 s", name, exc)
+            await asyncio.sleep(1.0)
         except Exception:
             log.exception("%s loop crashed; restarting in 1 s", name)
             await asyncio.sleep(1.0)
@@ -120,6 +124,9 @@ class Upkeep:
             await self._store.register_instance(self._instance_id, self._registry_entry(),
                                                 ttl=self._settings.registry_ttl)
             reset = await self._epoch.check()
+        except errors.StoreUnavailable as exc:
+            log.warning("could not register instance %r in the fleet registry: %s", self._instance_id, exc)
+            return
         except Exception:
             log.warning("could not register instance %r in the fleet registry", self._instance_id, exc_info=True)
             return
@@ -145,6 +152,9 @@ class Upkeep:
         message_id = running.message_id
         try:
             outcome = await self._store.renew(running.lease, limits=self._limits)
+        except errors.StoreUnavailable as exc:
+            log.warning("could not renew lease of %r: %s; will retry", str(key), exc)
+            return
         except Exception:
             log.warning("could not renew lease of %r; will retry", str(key), exc_info=True)
             return

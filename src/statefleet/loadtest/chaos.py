@@ -165,6 +165,8 @@ class Chaos:
             self._log(spec, None, "no running process matched the target", ok=False)
             return
         image = processes.ProcessImage.of(pid) if spec.restart is not None else None
+        if image is not None and spec.action == "redis-restart":
+            image = await asyncio.to_thread(_redis_image, image)
         if spec.action == "pause":
             _signal(pid, signal.SIGSTOP)
             self._log(spec, pid, f"SIGSTOP for {spec.pause_for:g}s")
@@ -210,9 +212,12 @@ def _signal(pid: int, sig: signal.Signals) -> None:
     os.kill(pid, sig)
 
 
-def _redis_shutdown(pid: int) -> str:
-    """Stop the redis-server ``pid`` keeping its data (``SHUTDOWN SAVE`` on its port), else SIGTERM it."""
-    image = processes.ProcessImage.of(pid)
+#: Settings a restarted redis-server needs to come back as it was (port, persistence, where its files are).
+_REDIS_RESTART_SETTINGS = ("port", "bind", "dir", "dbfilename", "appendonly", "appendfsync", "appendfilename",
+                           "appenddirname", "save", "requirepass", "protected-mode", "unixsocket", "logfile")
+
+
+def _redis_port(image: processes.ProcessImage) -> int:
     port = 6379
     argv = list(image.argv)
     for i, arg in enumerate(argv):
@@ -220,6 +225,40 @@ def _redis_shutdown(pid: int) -> str:
             port = int(argv[i + 1])
         elif ":" in arg and arg.rsplit(":", 1)[1].isdigit() and "redis-server" in arg:
             port = int(arg.rsplit(":", 1)[1])
+    return port
+
+
+def _redis_image(image: processes.ProcessImage) -> processes.ProcessImage:
+    """How to start this redis-server again. Redis rewrites its command line ("redis-server 127.0.0.1:6379"),
+    so unless it still names an executable, rebuild it from the binary and the server's own settings."""
+    import os
+    import shutil
+
+    import redis
+
+    if image.argv and shutil.which(image.argv[0]) and len(image.argv) > 1:
+        return image
+    # Not /proc/<pid>/exe alone: Debian's redis-server is a link to redis-check-rdb, which acts by its argv[0].
+    exe = os.readlink(f"/proc/{image.pid}/exe")
+    sibling = os.path.join(os.path.dirname(exe), "redis-server")
+    binary = sibling if os.access(sibling, os.X_OK) else shutil.which("redis-server") or exe
+    client = redis.Redis(port=_redis_port(image), socket_timeout=5, decode_responses=True)
+    try:
+        config = {str(k): str(v) for k, v in client.config_get(*_REDIS_RESTART_SETTINGS).items()}
+    except redis.RedisError:
+        return image
+    finally:
+        client.close()
+    argv = [binary]
+    for name in _REDIS_RESTART_SETTINGS:
+        if name in config and (config[name] or name == "save"):
+            argv += [f"--{name}", *(config[name].split() if name == "bind" else [config[name]])]
+    return processes.ProcessImage(image.pid, tuple(argv), image.cwd, image.env)
+
+
+def _redis_shutdown(pid: int) -> str:
+    """Stop the redis-server ``pid`` keeping its data (``SHUTDOWN SAVE`` on its port), else SIGTERM it."""
+    port = _redis_port(processes.ProcessImage.of(pid))
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
             sock.sendall(b"SHUTDOWN SAVE\r\n")
