@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import HealthCheck, Phase, assume, example, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
@@ -138,7 +138,13 @@ class Explorer:
         started = time.monotonic()
         stop = threading.Event()
 
+        seen: set[str] = set()
+
         def run_one(schedule: Schedule) -> None:
+            # Many draws make one schedule (every value under a chance's threshold is the same "no"): run each
+            # schedule once, and let hypothesis draw another in its place.
+            assume(schedule.to_json() not in seen)
+            seen.add(schedule.to_json())
             if stop.is_set():
                 return
             result = asyncio.run_coroutine_threadsafe(self.run(schedule), loop).result()

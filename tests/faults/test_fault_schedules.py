@@ -44,11 +44,11 @@ async def _explore(fleet: Fleet, backend: str, count: int, explicit: list[Schedu
 async def test_random_fault_schedules_on_redis_keep_every_guarantee(redis_fleet: Fleet) -> None:
     report = await _explore(redis_fleet, "redis", REDIS_SCHEDULES, EVERY_STORE + REDIS_ONLY)
     assert report.schedules >= REDIS_SCHEDULES
-    assert not report.failures, report.summary()
+    assert not report.failures, f"{report.summary()}\nengine logs: {redis_fleet.log}"
 
 
 @pytest.mark.timeout(_timeout(SQLITE_SCHEDULES))
 async def test_random_fault_schedules_on_sqlite_keep_every_guarantee(sqlite_fleet: Fleet) -> None:
     report = await _explore(sqlite_fleet, "sqlite", SQLITE_SCHEDULES, EVERY_STORE)
     assert report.schedules >= SQLITE_SCHEDULES
-    assert not report.failures, report.summary()
+    assert not report.failures, f"{report.summary()}\nengine logs: {sqlite_fleet.log}"
