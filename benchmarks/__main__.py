@@ -1,4 +1,4 @@
-"""Run the benchmarks: ``python -m benchmarks [engine|http|asgi|observability|all] [--quick]``.
+"""Run the benchmarks: ``python -m benchmarks [engine|http|asgi|observability|overload|all] [--quick]``.
 
 Results go to benchmarks/results/."""
 
@@ -18,7 +18,8 @@ RESULTS = Path(__file__).with_name("results")
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
-    parser.add_argument("which", nargs="?", default="all", choices=["engine", "http", "asgi", "observability", "all"])
+    parser.add_argument("which", nargs="?", default="all",
+                        choices=["engine", "http", "asgi", "observability", "overload", "all"])
     parser.add_argument("--quick", action="store_true", help="short runs (smoke check, not for figures)")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
@@ -43,6 +44,10 @@ def main() -> None:
         from . import observability
 
         report("observability" + ("-quick" if quick else ""), {**meta, **observability.run(quick=args.quick)})
+    if args.which in ("overload", "all"):
+        from . import overload
+
+        report("overload" + ("-quick" if quick else ""), {**meta, **overload.run(quick=args.quick)})
 
 
 def report(name: str, result: dict[str, object]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(slots=True)
@@ -17,6 +17,8 @@ class Response:
     body: bytes
     #: perf_counter() when the first body bytes containing the caller's marker arrived (None: never).
     marker_at: float | None = None
+    #: Response headers, names in lower case.
+    headers: dict[bytes, bytes] = field(default_factory=dict)
 
 
 class Connection:
@@ -36,11 +38,16 @@ class Connection:
         self.writer.close()
 
     async def post(self, path: str, body: bytes, accept: str = "application/json",
-                   marker: bytes | None = None) -> Response:
+                   marker: bytes | None = None, extra_headers: str = "") -> Response:
+        """``extra_headers``: more header lines, each ending in CRLF (``"Idempotency-Key: k\\r\\n"``)."""
         head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-                f"Accept: {accept}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+                f"Accept: {accept}\r\n{extra_headers}Content-Length: {len(body)}\r\n\r\n").encode()
         self.writer.write(head + body)
         return await self.read_response(marker)
+
+    async def get(self, path: str) -> Response:
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
+        return await self.read_response(None)
 
     async def read_response(self, marker: bytes | None) -> Response:
         head = await self.reader.readuntil(b"\r\n\r\n")
@@ -53,7 +60,7 @@ class Connection:
                 headers[name.strip().lower()] = value.strip()
         if b"content-length" in headers:
             body = await self.reader.readexactly(int(headers[b"content-length"]))
-            return Response(status, body, time.perf_counter() if marker and marker in body else None)
+            return Response(status, body, time.perf_counter() if marker and marker in body else None, headers)
         if headers.get(b"transfer-encoding", b"").lower() != b"chunked":
             raise ValueError(f"response without Content-Length or chunked encoding: {head!r}")
         chunks: list[bytes] = []
@@ -64,5 +71,5 @@ class Connection:
             if marker_at is None and marker and marker in chunk:
                 marker_at = time.perf_counter()
             if size == 0:
-                return Response(status, b"".join(chunks), marker_at)
+                return Response(status, b"".join(chunks), marker_at, headers)
             chunks.append(chunk[:-2])
