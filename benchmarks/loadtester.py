@@ -52,7 +52,9 @@ def serve(agent: str, store: str, env: dict[str, str] | None = None, lease_ttl: 
     """An instance of ``agent`` (on ``cpu`` when given; ``lease_ttl`` None: the default); on exit it is killed,
     with anything the chaos restarted on its port."""
     options = ("--lease-ttl", lease_ttl) if lease_ttl is not None else ()
-    instance = ServeProcess(agent, store, *options, "--log-level", "warning", env=env)
+    # These runs measure the tester and the streaming path, not admission: the limit stays out of the way (the
+    # 5,000-user hold keeps ~200-250 streams in flight, at serve's default of 256).
+    instance = ServeProcess(agent, store, *options, "--max-in-flight", "10000", "--log-level", "warning", env=env)
     _pin(instance.proc.pid, cpu)
     try:
         if not wait_until_ready(instance.url, instance.proc):

@@ -205,6 +205,11 @@ class Agent:
         )
         return fn
 
+    @property
+    def runs_in_threads(self) -> bool:
+        """True when the handler is a plain ``def`` (each turn runs on a thread of the event loop's executor)."""
+        return not self._is_async
+
     async def run_handler(self, turn: Turn) -> None:
         """Run the registered handler on ``turn`` (a plain ``def`` runs in a worker thread)."""
         fn = self._handler

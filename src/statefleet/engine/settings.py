@@ -41,8 +41,10 @@ class EngineSettings:
     inbox_max: int = _LIMITS.inbox_max
     #: A message started this many times without committing fails.
     max_attempts: int = _LIMITS.max_attempts
-    #: Calls to ``send`` this engine serves at once; more get ``Overloaded`` at once.
-    max_in_flight: int = 10_000
+    #: Calls to ``send`` this engine serves at once; more get ``Overloaded`` (503 + Retry-After) at once. 256:
+    #: one instance streams ~200 model replies of ~1 s at saturation (docs/operations.md, "Sizing the in-flight
+    #: limit"); in-process batch callers that send more at once raise it.
+    max_in_flight: int = 256
     #: Write streamed tokens to the store's event log, so every instance can follow them live.
     publish_tokens: bool = True
     #: This engine's id in the fleet; None: hostname-pid-random.

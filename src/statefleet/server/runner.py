@@ -88,6 +88,10 @@ class ServeOptions:
 
 def build_app(options: ServeOptions) -> StatefleetApp:
     agent = load_agent(options.app)
+    if agent.runs_in_threads:
+        log.info("agent %r has a plain def handler: %d turn(s) at a time per worker run it (--handler-threads); "
+                 "raise it if the handler blocks on I/O, or make the handler async", agent.name,
+                 options.handler_threads)
     settings = ServerSettings(
         engine=EngineSettings(lease_ttl=options.lease_ttl, max_in_flight=options.max_in_flight),
         drain_timeout=options.drain_timeout,
