@@ -1,6 +1,7 @@
-"""Run the benchmarks: ``python -m benchmarks [engine|http|asgi|observability|overload|all] [--quick]``.
+"""Run the benchmarks: ``python -m benchmarks [engine|http|asgi|observability|overload|soak|all] [--quick]``.
 
-Results go to benchmarks/results/."""
+``soak`` (the fault suite for 10 minutes; ``python -m benchmarks.soak`` takes more options) is not part of
+``all``. Results go to benchmarks/results/."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ RESULTS = Path(__file__).with_name("results")
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("which", nargs="?", default="all",
-                        choices=["engine", "http", "asgi", "observability", "overload", "all"])
+                        choices=["engine", "http", "asgi", "observability", "overload", "soak", "all"])
     parser.add_argument("--quick", action="store_true", help="short runs (smoke check, not for figures)")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
@@ -48,6 +49,11 @@ def main() -> None:
         from . import overload
 
         report("overload" + ("-quick" if quick else ""), {**meta, **overload.run(quick=args.quick)})
+    if args.which == "soak":
+        from . import soak
+
+        result = asyncio.run(soak.run(seconds=60.0 if quick else 600.0, seed=1, backends=["redis", "sqlite"]))
+        report("soak" + ("-quick" if quick else ""), {**meta, **result})
 
 
 def report(name: str, result: dict[str, object]) -> None:
