@@ -18,9 +18,9 @@ from statefleet.observability.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 ASSETS = ROOT / "deploy" / "observability"
-#: The CRD schemas shared with the project (beside the repository, as CI lays it out), or where
+#: The CRD schemas the project carries (deploy/schemas/, copied verbatim with their sources), or where
 #: STATEFLEET_SCHEMAS points. Missing schemas fail the test: never skipped.
-SCHEMAS = Path(os.environ.get("STATEFLEET_SCHEMAS", ROOT / ".." / "shared" / "schemas"))
+SCHEMAS = Path(os.environ.get("STATEFLEET_SCHEMAS", ROOT / "deploy" / "schemas"))
 #: Series Prometheus itself makes.
 BUILTIN = {"up"}
 
