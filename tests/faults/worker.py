@@ -1,9 +1,7 @@
 """One engine in its own OS process for the fault suite, driven by JSON lines on stdin; answers on stdout.
 
-Commands: ``{"op": "send", "id": n, "conv", "text", "key", "metadata", "policy", "reply_timeout"}``,
-``{"op": "get", "id": n, "conv"}``, ``{"op": "stats", "id": n}``, ``{"op": "quit"}``. Answers carry what a
-client of the HTTP API would see: a result, or an error code with its HTTP status (an exception that is not a
-``StatefleetError`` is ``internal`` / 500, as the server answers it).
+Commands and answers (what a client of the HTTP API would see: a result, or an error code with its HTTP
+status): ``statefleet.testing.engine_process``.
 
 The agent keeps an exact record of what committed: each turn appends ``{"text", "run", "turn"}`` to
 ``state["seen"]``, so the final state lists every committed message in commit order, and names the handler
@@ -22,12 +20,11 @@ import argparse
 import asyncio
 import json
 import os
-import sys
 import time
 import uuid
-from typing import Any
 
-from statefleet import Agent, Engine, EngineSettings, StatefleetError, Turn, open_store
+from statefleet import Agent, Engine, EngineSettings, Turn, open_store
+from statefleet.testing.engine_process import serve_commands
 
 FENCING_CHECK = "if r[1] ~= owner or r[2] ~= token then"
 
@@ -75,12 +72,6 @@ def build_agent(record_path: str) -> Agent:
     return agent
 
 
-def error_answer(ident: int, exc: BaseException) -> dict[str, Any]:
-    if isinstance(exc, StatefleetError):
-        return {"id": ident, "ok": False, "error": exc.code, "status": exc.status, "message": str(exc)}
-    return {"id": ident, "ok": False, "error": "internal", "status": 500, "message": repr(exc)}
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--store", required=True)
@@ -94,44 +85,7 @@ async def main() -> None:
     store = await open_store(args.store)
     engine = Engine(build_agent(args.record), store,
                     EngineSettings(lease_ttl=args.lease_ttl, sweep_interval=args.sweep))
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    tasks: set[asyncio.Task[None]] = set()
-
-    def answer(payload: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps(payload) + "\n")
-        sys.stdout.flush()
-
-    async def run(cmd: dict[str, Any]) -> None:
-        try:
-            if cmd["op"] == "send":
-                result = await engine.send(
-                    cmd["conv"], cmd["text"], idempotency_key=cmd.get("key"), metadata=cmd.get("metadata"),
-                    double_texting=cmd.get("policy"), timeout=cmd.get("reply_timeout", 30.0),
-                )
-                answer({"id": cmd["id"], "ok": True, "result": {**result.to_json(), "duplicate": result.duplicate}})
-            elif cmd["op"] == "get":
-                conv = await engine.get(cmd["conv"])
-                answer({"id": cmd["id"], "ok": True, "result": None if conv is None else conv.to_json()})
-            elif cmd["op"] == "stats":
-                answer({"id": cmd["id"], "ok": True, "result": {
-                    "instance": engine.instance_id, "fenced": engine.stats.fenced,
-                    "takeovers": engine.stats.takeovers, "committed": engine.stats.committed}})
-        except Exception as exc:  # every answer reaches the client, as the HTTP server's would
-            answer(error_answer(cmd["id"], exc))
-
-    async with engine:
-        answer({"ready": engine.instance_id, "pid": os.getpid()})
-        while line := await reader.readline():
-            cmd = json.loads(line)
-            if cmd["op"] == "quit":
-                break
-            task = asyncio.create_task(run(cmd))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        await asyncio.gather(*tasks)
-    await store.close()
+    await serve_commands(engine, store)
 
 
 if __name__ == "__main__":

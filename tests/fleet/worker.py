@@ -1,9 +1,8 @@
 """One engine in its own OS process, driven by JSON lines on stdin; answers JSON lines on stdout.
 
-Commands: {"op": "send", "id": n, "conv": ..., "text": ..., "key": ...}, {"op": "get", "id": n, "conv": ...},
-{"op": "stats", "id": n}, {"op": "quit"}. The handler appends "start"/"end" records to ``--record`` (one
-O_APPEND write per line, so records of several processes interleave whole), sleeps ``--slow`` seconds on a
-message's first attempt when the text starts with "slow", and replies with what it saw.
+Commands and answers: ``statefleet.testing.engine_process``. The handler appends "start"/"end" records to
+``--record`` (one O_APPEND write per line, so records of several processes interleave whole), sleeps
+``--slow`` seconds on a message's first attempt when the text starts with "slow", and replies with what it saw.
 """
 
 from __future__ import annotations
@@ -12,11 +11,10 @@ import argparse
 import asyncio
 import json
 import os
-import sys
 import time
-from typing import Any
 
-from statefleet import Agent, Engine, EngineSettings, StatefleetError, Turn, open_store
+from statefleet import Agent, Engine, EngineSettings, Turn, open_store
+from statefleet.testing.engine_process import serve_commands
 
 
 def build_agent(args: argparse.Namespace, instance: list[str]) -> Agent:
@@ -61,42 +59,7 @@ async def main() -> None:
     engine = Engine(build_agent(args, instance), store,
                     EngineSettings(lease_ttl=args.lease_ttl, sweep_interval=args.sweep))
     instance[0] = engine.instance_id
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    tasks: set[asyncio.Task[None]] = set()
-
-    def answer(payload: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps(payload) + "\n")
-        sys.stdout.flush()
-
-    async def run(cmd: dict[str, Any]) -> None:
-        try:
-            if cmd["op"] == "send":
-                result = await engine.send(cmd["conv"], cmd["text"], idempotency_key=cmd.get("key"))
-                answer({"id": cmd["id"], "ok": True, "result": {**result.to_json(), "duplicate": result.duplicate}})
-            elif cmd["op"] == "get":
-                conv = await engine.get(cmd["conv"])
-                answer({"id": cmd["id"], "ok": True, "result": None if conv is None else conv.to_json()})
-            elif cmd["op"] == "stats":
-                answer({"id": cmd["id"], "ok": True, "result": {
-                    "instance": engine.instance_id, "fenced": engine.stats.fenced,
-                    "takeovers": engine.stats.takeovers, "committed": engine.stats.committed}})
-        except StatefleetError as exc:
-            answer({"id": cmd["id"], "ok": False, "error": exc.code, "message": str(exc)})
-
-    async with engine:
-        answer({"ready": engine.instance_id, "pid": os.getpid()})
-        while line := await reader.readline():
-            cmd = json.loads(line)
-            if cmd["op"] == "quit":
-                break
-            task = asyncio.create_task(run(cmd))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        await asyncio.gather(*tasks)
-    await store.close()
-
+    await serve_commands(engine, store)
 
 if __name__ == "__main__":
     asyncio.run(main())
