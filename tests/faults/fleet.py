@@ -10,105 +10,31 @@ import asyncio
 import contextlib
 import itertools
 import json
-import os
 import signal
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from statefleet.testing import LocalRedisServer
+from statefleet.testing.engine_process import EngineProcess, EngineProcessGone
 
 WORKER = Path(__file__).with_name("worker.py")
 
 
-class WorkerGone(ConnectionError):
-    """The engine process exited (or was killed) before it answered."""
+#: The engine process exited (or was killed) before it answered.
+WorkerGone = EngineProcessGone
 
 
-class Worker:
-    """One engine process. ``request`` sends a command and waits for its answer."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, instance: str) -> None:
-        self.proc = proc
-        self.instance = instance
-        self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self._reader = asyncio.create_task(self._read())
+class Worker(EngineProcess):
+    """One engine process of the fault suite (``worker.py``)."""
 
     @classmethod
     async def start(cls, argv: list[str], log: Path) -> Worker:
-        with log.open("ab") as stderr:  # the engines' logs: read them when a schedule fails
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, str(WORKER), *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=stderr, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        assert proc.stdout is not None
-        try:
-            ready = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
-        except (TimeoutError, ValueError):
-            proc.kill()
-            await proc.wait()
-            raise RuntimeError(f"fault worker {argv} did not start") from None
-        return cls(proc, ready["ready"])
-
-    @property
-    def pid(self) -> int:
-        return int(self.proc.pid)
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.returncode is None and not self._reader.done()
-
-    async def _read(self) -> None:
-        assert self.proc.stdout is not None
-        while line := await self.proc.stdout.readline():
-            try:
-                answer = json.loads(line)
-            except ValueError:  # the tail of a line a kill -9 cut
-                continue
-            future = self._pending.pop(answer["id"], None)
-            if future is not None and not future.done():
-                future.set_result(answer)
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(WorkerGone(f"engine process {self.pid} exited"))
-        self._pending.clear()
-
-    async def request(self, op: str, timeout: float, **fields: Any) -> dict[str, Any]:
-        if not self.alive or self.proc.stdin is None:
-            raise WorkerGone(f"engine process {self.pid} is not running")
-        ident = next(self._ids)
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[ident] = future
-        try:
-            self.proc.stdin.write((json.dumps({"op": op, "id": ident, **fields}) + "\n").encode())
-            await self.proc.stdin.drain()
-        except (ConnectionError, RuntimeError) as exc:
-            self._pending.pop(ident, None)
-            raise WorkerGone(f"engine process {self.pid} is not reading: {exc}") from exc
-        try:
-            return await asyncio.wait_for(future, timeout)
-        finally:
-            self._pending.pop(ident, None)
-
-    def signal(self, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, sig)
-
-    async def close(self) -> None:
-        if self.proc.returncode is None:
-            self.signal(signal.SIGCONT)
-            try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.write(b'{"op": "quit"}\n')
-                await self.proc.stdin.drain()
-                await asyncio.wait_for(self.proc.wait(), 10)
-            except (TimeoutError, ConnectionError, RuntimeError):
-                self.proc.kill()
-                await self.proc.wait()
-        await self._reader
+        """Start a worker; its log (read it when a schedule fails) is appended to ``log``."""
+        process = await cls.spawn(WORKER, argv, log)
+        assert isinstance(process, Worker)
+        return process
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """An engine in its own OS process, driven by JSON lines on stdin and answering JSON lines on stdout: the loop
-that the tests' engine workers share (tests/fleet/worker.py, tests/faults/worker.py), each with its own agent.
+the tests' engine workers run (``serve_commands``; tests/fleet/worker.py, tests/faults/worker.py, each with its
+own agent), and the client the tests drive them with (``EngineProcess``).
 
 Commands: ``{"op": "send", "id": n, "conv", "text", "key"?, "metadata"?, "policy"?, "reply_timeout"?}``,
 ``{"op": "get", "id": n, "conv"}``, ``{"op": "stats", "id": n}``, ``{"op": "quit"}``. The first line out is
@@ -11,9 +12,13 @@ answers it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import os
+import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from ..engine import Engine
@@ -75,3 +80,97 @@ async def serve_commands(engine: Engine, store: Store) -> None:
             task.add_done_callback(tasks.discard)
         await asyncio.gather(*tasks)
     await store.close()
+
+
+class EngineProcessGone(ConnectionError):
+    """The engine process exited (or was killed) before it answered."""
+
+
+class EngineProcess:
+    """One engine process running ``serve_commands``; ``request`` sends a command and waits for its answer."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, instance: str) -> None:
+        self.proc = proc
+        #: The engine's instance id.
+        self.instance = instance
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def spawn(cls, script: Path, argv: list[str], log: Path | None = None) -> EngineProcess:
+        """Start ``python script *argv`` (its stderr appended to ``log``) and wait for its ready line."""
+        with contextlib.ExitStack() as files:
+            stderr = files.enter_context(log.open("ab")) if log is not None else None
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, str(script), *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=stderr, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        assert proc.stdout is not None
+        try:
+            ready = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
+        except (TimeoutError, ValueError):
+            proc.kill()
+            await proc.wait()
+            raise RuntimeError(f"engine process {script.name} {argv} did not start") from None
+        return cls(proc, ready["ready"])
+
+    @property
+    def pid(self) -> int:
+        return int(self.proc.pid)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.returncode is None and not self._reader.done()
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            try:
+                answer = json.loads(line)
+            except ValueError:  # the tail of a line a kill -9 cut
+                continue
+            future = self._pending.pop(answer["id"], None)
+            if future is not None and not future.done():
+                future.set_result(answer)
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(EngineProcessGone(f"engine process {self.pid} exited"))
+        self._pending.clear()
+
+    async def request(self, op: str, timeout: float = 60.0, **fields: Any) -> dict[str, Any]:
+        """Send one command; its answer, or ``EngineProcessGone`` / ``TimeoutError``."""
+        if not self.alive or self.proc.stdin is None:
+            raise EngineProcessGone(f"engine process {self.pid} is not running")
+        ident = next(self._ids)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[ident] = future
+        try:
+            self.proc.stdin.write((json.dumps({"op": op, "id": ident, **fields}) + "\n").encode())
+            await self.proc.stdin.drain()
+        except (ConnectionError, RuntimeError) as exc:
+            self._pending.pop(ident, None)
+            raise EngineProcessGone(f"engine process {self.pid} is not reading: {exc}") from exc
+        try:
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._pending.pop(ident, None)
+
+    def signal(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, sig)
+
+    async def close(self) -> None:
+        """Ask it to quit (thawing it first), kill it if it does not within 10 s."""
+        if self.proc.returncode is None:
+            self.signal(signal.SIGCONT)
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.write(b'{"op": "quit"}\n')
+                await self.proc.stdin.drain()
+                await asyncio.wait_for(self.proc.wait(), 10)
+            except (TimeoutError, ConnectionError, RuntimeError):
+                self.proc.kill()
+                await self.proc.wait()
+        await self._reader
+
