@@ -133,7 +133,7 @@ class Engine:
         #: and traced store and an observer after creating the engine).
         self._upkeep: Upkeep | None = None
         #: The store's epoch as this engine knows it; a change means the store lost its data (see ``epoch``).
-        self.epoch = EpochWatch(store, self.settings.store_reset_hold)
+        self.epoch = EpochWatch(self.settings.store_reset_hold)
         self._in_flight = 0
         #: Message ids are this engine's random prefix and a counter: unique fleet-wide, cheap to make.
         self._id_prefix = uuid.uuid4().hex[:16]
@@ -153,7 +153,6 @@ class Engine:
         self._started = True
         self._accepting = True
         self.started_at = time.time()
-        self.epoch = EpochWatch(self.store, self.settings.store_reset_hold)
         self._upkeep = Upkeep(
             self.store, self.settings, self.limits, self.stats, self._running,
             instance_id=self.instance_id, observer=self.observer, start_drive=self._start_drive,

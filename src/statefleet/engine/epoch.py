@@ -33,8 +33,7 @@ class StoreReset:
 class EpochWatch:
     """Remembers the store's epoch and notices when it changes."""
 
-    def __init__(self, store: Store, hold: float) -> None:
-        self._store = store
+    def __init__(self, hold: float) -> None:
         #: Seconds ``holding`` stays true after a reset was noticed.
         self.hold = hold
         #: The epoch this instance knows (None until first read).
@@ -42,12 +41,12 @@ class EpochWatch:
         #: The last reset noticed, if any.
         self.last_reset: StoreReset | None = None
 
-    async def check(self) -> StoreReset | None:
+    async def check(self, store: Store) -> StoreReset | None:
         """Read the store's epoch (creating it if missing); return the reset if it changed since last time.
 
         Raises what the store raises when it cannot be reached: the caller retries on its next round.
         """
-        current = await self._store.fleet_epoch(uuid.uuid4().hex)
+        current = await store.fleet_epoch(uuid.uuid4().hex)
         if self.epoch is None or current == self.epoch:
             self.epoch = current
             return None

@@ -123,7 +123,7 @@ class Upkeep:
         try:
             await self._store.register_instance(self._instance_id, self._registry_entry(),
                                                 ttl=self._settings.registry_ttl)
-            reset = await self._epoch.check()
+            reset = await self._epoch.check(self._store)
         except errors.StoreUnavailable as exc:
             log.warning("could not register instance %r in the fleet registry: %s", self._instance_id, exc)
             return
