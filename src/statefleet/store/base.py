@@ -5,7 +5,7 @@ state, a turn counter, the inbox of accepted messages not yet committed, the lea
 expiry), a bounded event log, and receipts (the outcome of a message, found by idempotency key or id).
 
 Every method that changes a conversation is atomic for that conversation. The turn protocol built on it
-(``statefleet.turns``) is: ``accept`` → run the handler under the returned lease (``renew`` while it runs) →
+(``statefleet.engine``) is: ``accept`` → run the handler under the returned lease (``renew`` while it runs) →
 ``commit`` under the fencing token, which also hands the lease on to the next inbox message or frees it.
 ``reclaim`` takes over a lease whose owner stopped renewing it.
 """
