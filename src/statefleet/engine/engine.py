@@ -18,7 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from time import perf_counter
 from typing import Any
 
@@ -602,6 +602,8 @@ class Engine:
         already (its caller gets the stored result), waits for another owner (its caller follows the receipt),
         or stayed unknown for ``resolve_timeout`` (its caller gets ``OutcomeUnknown``). See ``resolution``.
         """
+        if work.message.idempotency_key is not None:
+            commit = replace(commit, idempotency_key=work.message.idempotency_key)
         try:
             return await self.store.commit(work.lease, commit, limits=self.limits)
         except errors.StoreUnavailable as exc:

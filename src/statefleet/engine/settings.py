@@ -19,6 +19,13 @@ class EngineSettings:
     lease_ttl: float = _LIMITS.lease_ttl
     #: How often (s) the sweeper looks for expired leases.
     sweep_interval: float = 1.0
+    #: Expired leases one sweep takes over at most (a full sweep is followed by another at once).
+    sweep_batch: int = 1000
+    #: Takeovers one sweep runs at once (each a script call; they travel pipelined).
+    sweep_parallelism: int = 64
+    #: How often (s) the fleet looks for pending messages whose takeover hint was lost (one instance per
+    #: minute does it; see ``Store.repair_hints``).
+    audit_interval: float = 60.0
     #: How often (s) a running turn's lease is renewed; None: a third of ``lease_ttl``.
     heartbeat_interval: float | None = None
     #: Idle conversations expire after this (s).
@@ -54,11 +61,11 @@ class EngineSettings:
 
     def __post_init__(self) -> None:
         for name in ("lease_ttl", "sweep_interval", "conversation_ttl", "idempotency_ttl", "receipt_ttl",
-                     "outcome_ttl", "resolve_timeout", "events_ttl", "registry_ttl"):
+                     "outcome_ttl", "resolve_timeout", "events_ttl", "registry_ttl", "audit_interval"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or value <= 0:
                 raise errors.ConfigError(f"engine setting {name}={value!r} must be a positive number of seconds")
-        for name in ("events_max", "inbox_max", "max_attempts", "max_in_flight"):
+        for name in ("events_max", "inbox_max", "max_attempts", "max_in_flight", "sweep_batch", "sweep_parallelism"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise errors.ConfigError(f"engine setting {name}={value!r} must be a positive int")

@@ -20,6 +20,9 @@ from ..store.base import ConversationKey, JSONObject, Lease, Limits, Store, Work
 from .epoch import EpochWatch
 from .settings import EngineSettings, EngineStats
 
+#: Renewals sent in one go by the heartbeat (all pipelined).
+_RENEW_BATCH = 2000
+
 log = logging.getLogger("statefleet.turns")  # the engine's logger (named when it was turns.py): operators filter on it
 
 
@@ -103,6 +106,7 @@ class Upkeep:
         self._taking_over = [
             asyncio.create_task(guard(self._sweep_forever, "sweeper")),
             asyncio.create_task(guard(self._register_forever, "registry")),
+            asyncio.create_task(guard(self._audit_forever, "audit")),
         ]
         self._heartbeat = [asyncio.create_task(guard(self._heartbeat_forever, "heartbeat"))]
 
@@ -144,8 +148,9 @@ class Upkeep:
             await asyncio.sleep(min(interval / 2, 0.25))
             now = time.monotonic()
             due = [r for r in self._running.values() if now - r.renewed_at >= interval]
-            for running in due:
-                await self._renew(running)
+            # All at once: the store sends them pipelined, one write per node, however many leases we hold.
+            for start in range(0, len(due), _RENEW_BATCH):
+                await asyncio.gather(*[self._renew(running) for running in due[start:start + _RENEW_BATCH]])
 
     async def _renew(self, running: Running) -> None:
         key = running.lease.key
@@ -172,29 +177,58 @@ class Upkeep:
             running.task.cancel()
 
     async def _sweep_forever(self) -> None:
+        batch = self._settings.sweep_batch
         while True:
             await asyncio.sleep(self._settings.sweep_interval)
-            await self.reclaim_expired_leases()
+            while await self._sweep(batch) >= batch:
+                pass  # a full batch: more may be due (a big instance died), so go again at once
 
-    async def reclaim_expired_leases(self, limit: int = 100) -> int:
-        """Take over conversations whose owner stopped renewing, and run their pending messages."""
-        taken = 0
-        for key in await self._store.expired_leases(limit):
-            if key in self._running or not self._accepting():
-                continue
-            work = await self._store.reclaim(key, owner=self._instance_id, limits=self._limits)
-            if work is None:
-                continue
-            taken += 1
-            self._stats.takeovers += 1
-            if self._observer is not None:
-                self._observer.takeover(key, work.previous_owner, work.attempt)
-            log.warning(
-                "instance %r took over conversation %r from instance %r (token %d, attempt %d of message %r)",
-                self._instance_id, str(key), work.previous_owner, work.lease.token, work.attempt, work.message.id,
-                extra={"conversation_id": key.id, "tenant": key.tenant, "message_id": work.message.id,
-                       "instance": self._instance_id, "previous_owner": work.previous_owner,
-                       "attempt": work.attempt},
-            )
-            self._start_drive(work)
-        return taken
+    async def _audit_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.audit_interval)
+            seen = await self._store.repair_hints(self._instance_id)
+            if seen:
+                log.info("audit: %d conversation(s) with pending messages checked for a takeover hint", seen)
+
+    async def reclaim_expired_leases(self, limit: int = 1000) -> int:
+        """Take over conversations whose owner stopped renewing, and run their pending messages.
+
+        Returns how many this instance took over."""
+        before = self._stats.takeovers
+        await self._sweep(limit)
+        return self._stats.takeovers - before
+
+    async def _sweep(self, limit: int) -> int:
+        """One sweep: up to ``limit`` due hints, reclaimed ``sweep_parallelism`` at a time. Returns the hints
+        found (taken over or not)."""
+        keys = [key for key in await self._store.expired_leases(limit) if key not in self._running]
+        slots = asyncio.Semaphore(self._settings.sweep_parallelism)
+
+        async def take_over(key: ConversationKey) -> None:
+            async with slots:
+                if key in self._running or not self._accepting():
+                    return
+                work = await self._store.reclaim(key, owner=self._instance_id, limits=self._limits)
+            if work is not None:
+                self._took_over(key, work)
+
+        results = await asyncio.gather(*[take_over(key) for key in keys], return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            if any(isinstance(r, asyncio.CancelledError) for r in failures):
+                raise asyncio.CancelledError
+            log.warning("sweeper: %d of %d takeovers failed (%s); the next sweep tries again",
+                        len(failures), len(keys), failures[0])
+        return len(keys)
+
+    def _took_over(self, key: ConversationKey, work: WorkItem) -> None:
+        self._stats.takeovers += 1
+        if self._observer is not None:
+            self._observer.takeover(key, work.previous_owner, work.attempt)
+        log.warning(
+            "instance %r took over conversation %r from instance %r (token %d, attempt %d of message %r)",
+            self._instance_id, str(key), work.previous_owner, work.lease.token, work.attempt, work.message.id,
+            extra={"conversation_id": key.id, "tenant": key.tenant, "message_id": work.message.id,
+                   "instance": self._instance_id, "previous_owner": work.previous_owner, "attempt": work.attempt},
+        )
+        self._start_drive(work)

@@ -1,33 +1,38 @@
 """Every Redis key the Redis store writes, named once.
 
-All keys of one conversation share the hash tag ``{tenant:id}`` (a tenant never contains ``:``), so each
-script that changes a conversation touches one slot:
+All keys of one conversation share the hash tag ``{tenant:id}`` (a tenant never contains ``:``), so every
+script that runs a turn touches one slot, and every key it touches is passed in ``KEYS`` (Redis Cluster
+routes by them):
 
 - ``sf:{tenant:id}:m`` — meta hash (version, turns, times, lease, fence, attempts; fields in
   ``lua/_prelude.lua``)
 - ``sf:{tenant:id}:h`` — history window, a list of JSON utterances
 - ``sf:{tenant:id}:s`` — the agent's state, JSON
-- ``sf:{tenant:id}:i`` — inbox, a list of accepted messages not yet committed
+- ``sf:{tenant:id}:i`` — inbox, a list of accepted messages not yet committed (absent when empty)
 - ``sf:{tenant:id}:e`` — event log, a capped stream with its own TTL
-- ``sf:{tenant:id}:r:<created>:<name>`` — receipts, ``name`` being ``k:<idempotency key>`` or
-  ``m:<message id>``; ``created`` names the conversation's incarnation, so a deleted or expired
-  conversation's receipts are never seen again and simply expire
+- ``sf:{tenant:id}:r:<name>`` — receipts, ``name`` being ``k:<idempotency key>`` or ``m:<message id>``. The
+  value starts with ``<created>:``, the conversation incarnation that wrote it, so a deleted or expired
+  conversation's receipts are never taken for a later incarnation's (they simply expire)
 
-Fleet-wide, outside any conversation's slot, sharded so no single key is hot:
+Fleet-wide, outside every conversation's slot, and never touched by a conversation's scripts (``_hints``
+updates them after the scripts answer; they are hints, see docs/architecture.md):
 
-- ``sf:leases:<shard>`` — sorted sets of lease-expiry hints (member ``tenant:id``, score the expiry in ms)
-- ``sf:pending:<shard>`` — hashes of ``tenant:id`` → inbox length, for conversations with messages accepted
-  and not yet committed (the inbox backlog, an autoscaling signal). The conversation's own inbox is the
-  truth: every script that changes an inbox sets its entry to the inbox's length, and reclaim drops the
-  entry of a conversation that expired, so an entry is never wrong for longer than a sweep
-- ``sf:epoch`` — the fleet's epoch marker: instances that see it change know the store lost its data
+- ``sf:leases:{<tag>}`` — 16 sorted sets of lease-expiry hints (member ``tenant:id``, score the expiry in ms
+  on the conversation's Redis clock). Their hash tags are chosen so that the 16 keys fall in 16 different
+  ranges of 1,024 slots: a Redis Cluster spreads them over its primaries. The number of members is the
+  backlog: conversations with messages accepted and not yet committed
+- ``sf:epoch:{<tag>}`` — the fleet's epoch marker, one per hint shard's slot range (same tags): instances that
+  see it change know the store — or, on a Cluster, part of it — lost its data
 - ``sf:instances`` — hash of the fleet's instances (id → JSON info with a heartbeat time)
+- ``sf:audit`` — held for a minute by the one instance repairing lost hints (``RedisStore.repair_hints``)
 """
 
 from __future__ import annotations
 
 import zlib
 from typing import NamedTuple
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from .base import ConversationKey
 
@@ -44,19 +49,26 @@ EVENTS = "e"
 RECEIPTS = "r:"
 
 
-def hint_key(shard: int) -> str:
-    """The lease-expiry hint sorted set of ``shard``."""
-    return f"{PREFIX}:leases:{shard}"
+def _spread_tag(shard: int) -> str:
+    """The first hash tag ``L<shard>.<n>`` whose slot falls in the ``shard``-th of 16 equal slot ranges."""
+    width = REDIS_CLUSTER_HASH_SLOTS // HINT_SHARDS
+    n = 0
+    while key_slot(f"L{shard}.{n}".encode()) // width != shard:
+        n += 1
+    return f"L{shard}.{n}"
 
 
+_TAGS: tuple[str, ...] = tuple(_spread_tag(shard) for shard in range(HINT_SHARDS))
 #: All hint shards, in order.
-HINT_KEYS: tuple[str, ...] = tuple(hint_key(shard) for shard in range(HINT_SHARDS))
-#: Pending-count shards, in order (same sharding as the hints).
-BACKLOG_KEYS: tuple[str, ...] = tuple(f"{PREFIX}:pending:{shard}" for shard in range(HINT_SHARDS))
-#: The fleet's epoch marker (see ``Store.fleet_epoch``).
-EPOCH = f"{PREFIX}:epoch"
+HINT_KEYS: tuple[str, ...] = tuple(f"{PREFIX}:leases:{{{tag}}}" for tag in _TAGS)
+#: The epoch marker's copies, one per hint shard's slot range (see ``RedisStore.fleet_epoch``).
+EPOCH_KEYS: tuple[str, ...] = tuple(f"{PREFIX}:epoch:{{{tag}}}" for tag in _TAGS)
 #: The fleet's instance registry.
 INSTANCES = f"{PREFIX}:instances"
+#: Held by the instance repairing lost hints.
+AUDIT = f"{PREFIX}:audit"
+#: Matches every conversation's inbox (``SCAN`` pattern; inboxes exist only while not empty).
+INBOX_PATTERN = f"{PREFIX}:{{*}}:{INBOX}"
 
 
 class ConversationKeys(NamedTuple):
@@ -67,20 +79,17 @@ class ConversationKeys(NamedTuple):
     state: str
     inbox: str
     events: str
-    #: Prefix of the receipt keys; scripts append ``<created>:<name>``.
+    #: Prefix of the receipt keys: append ``k:<idempotency key>`` or ``m:<message id>``.
     receipts: str
     #: The hint shard this conversation's lease expiry is indexed in.
     hints: str
     #: Its member in that shard: ``tenant:id``.
     member: str
-    #: The pending-count shard this conversation counts in.
-    backlog: str
 
 
 def conversation_keys(key: ConversationKey) -> ConversationKeys:
     member = f"{key.tenant}:{key.id}"
     tag = f"{PREFIX}:{{{member}}}:"
-    shard = zlib.crc32(member.encode()) % HINT_SHARDS
     return ConversationKeys(
         meta=tag + META,
         history=tag + HISTORY,
@@ -88,13 +97,22 @@ def conversation_keys(key: ConversationKey) -> ConversationKeys:
         inbox=tag + INBOX,
         events=tag + EVENTS,
         receipts=tag + RECEIPTS,
-        hints=HINT_KEYS[shard],
+        hints=hint_key_of(member),
         member=member,
-        backlog=BACKLOG_KEYS[shard],
     )
+
+
+def hint_key_of(member: str) -> str:
+    """The hint shard of a conversation (by its member ``tenant:id``)."""
+    return HINT_KEYS[zlib.crc32(member.encode()) % HINT_SHARDS]
 
 
 def conversation_of(member: str) -> ConversationKey:
     """The conversation a hint member names."""
     tenant, _, id_ = member.partition(":")
     return ConversationKey(tenant, id_)
+
+
+def member_of_inbox(inbox_key: str) -> str:
+    """The hint member of an inbox key ``sf:{tenant:id}:i``."""
+    return inbox_key[len(PREFIX) + 2:-len(INBOX) - 2]

@@ -129,6 +129,8 @@ class TurnCommit:
     result: JSONObject
     #: Appended to the event log in the same atomic step (the reply, an error, a cancellation).
     events: list[JSONObject]
+    #: The message's idempotency key, if it has one (lets the Redis store name its receipt up front).
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,7 +267,13 @@ class Store(Protocol):
         ...
 
     async def backlog(self) -> int:
-        """Messages accepted fleet-wide and not yet committed (kept as counters: cheap, no scan)."""
+        """Conversations fleet-wide with messages accepted and not yet committed — running or waiting (cheap:
+        no scan; on Redis read from the lease hints, so briefly off after a crash)."""
+        ...
+
+    async def repair_hints(self, owner: str) -> int:
+        """Re-index conversations with pending messages whose takeover hint was lost (Redis: a crash between a
+        script and its hint, a failover); the engine calls it every minute. Returns how many it looked at."""
         ...
 
     async def register_instance(self, instance_id: str, info: JSONObject, *, ttl: float) -> None:

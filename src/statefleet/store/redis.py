@@ -1,11 +1,15 @@
-"""``redis://`` and ``rediss://``: the production store, on Redis 7+ (standalone or Sentinel).
+"""``redis://``, ``rediss://``, ``redis+sentinel://`` and ``redis+cluster://``: the production store, on Redis 7+.
 
 Each change to a conversation is one Lua script (``store/lua/``) over keys that share the conversation's
-hash tag (``_redis_keys``), so it is atomic, and an uncontended turn is two round trips: ``accept`` then
-``commit``. Lease expiry uses the Redis server's clock, so instance clocks never matter.
+hash tag (``_redis_keys``), all passed in ``KEYS``, so it is atomic and runs on one Redis Cluster slot. An
+uncontended turn is two round trips: ``accept`` then ``commit``. Lease expiry uses the Redis server's clock,
+so instance clocks never matter. The fleet-wide lease hints the sweeper reads are updated beside the scripts
+(``_hints``), never inside them.
 
-Commands are not retried automatically: a write retried after a lost reply could accept a message twice.
-A failure surfaces as ``StoreUnavailable`` and the turn protocol above decides.
+Every command goes through a ``RedisRouter`` (``_router``): one pipelined connection per node, routed by slot,
+following redirections and failovers. Commands that may have run are not retried automatically: a write
+retried after a lost reply could accept a message twice. Such a failure surfaces as ``StoreUnavailable`` and
+the turn protocol above decides.
 """
 
 from __future__ import annotations
@@ -14,25 +18,29 @@ import asyncio
 import dataclasses
 import functools
 import json
+import random
 import re
-import ssl
 import time
 from collections.abc import Mapping
 from importlib import resources
 from typing import Any, NamedTuple, cast
 
-from redis import exceptions as redis_errors
-from redis.asyncio import Redis
-from redis.asyncio.connection import SSLConnection
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-
 from .._json import dumps_str as _dumps
-from ..errors import InvalidStoreUrl, StoreError, StoreUnavailable
-from . import redact_url
+from ..errors import StoreError, StoreUnavailable
+from ._hints import HintWriter
 from ._records import receipt_name_for_key, receipt_name_for_message
-from ._redis_keys import BACKLOG_KEYS, EPOCH, HINT_KEYS, HINT_SHARDS, INSTANCES, conversation_keys, conversation_of
-from ._resp import ConnectionClosed, PipelinedConnection, ReplyError
+from ._redis_keys import (
+    AUDIT,
+    EPOCH_KEYS,
+    HINT_KEYS,
+    INBOX_PATTERN,
+    INSTANCES,
+    conversation_keys,
+    conversation_of,
+    member_of_inbox,
+)
+from ._resp import ConnectionClosed, ReplyError
+from ._router import RedisRouter
 from .base import (
     Acceptance,
     AcceptKind,
@@ -52,29 +60,18 @@ from .base import (
     WorkItem,
 )
 
-#: Seconds to wait for a connection, and for a reply, unless the URL sets
-#: ``?socket_connect_timeout=`` / ``?socket_timeout=``.
-CONNECT_TIMEOUT = 2.0
-REPLY_TIMEOUT = 5.0
-
 _SCRIPTS = (
     "accept", "commit", "renew", "release", "reclaim", "load", "receipt", "delete", "append_events", "expired",
-)
-#: Errors that mean "the store cannot serve now", as opposed to a bug.
-_DOWN = (
-    redis_errors.ConnectionError,
-    redis_errors.TimeoutError,
-    redis_errors.ReadOnlyError,
-    redis_errors.MasterDownError,
-    OSError,
+    "hints",
 )
 #: Error replies that mean "the store cannot serve now, try again shortly" (a restart loading its data, a
 #: script running too long, a replica without its primary, a read-only replica after a failover, a cluster
 #: resharding), as opposed to a bug. Each becomes ``StoreUnavailable`` (503 + Retry-After).
 _UNAVAILABLE_REPLIES = ("LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS")
-#: The error word opens the reply; redis-py's pipeline wraps it as "Command # 1 (...) caused error: ('BUSY ...',)".
 _UNAVAILABLE = re.compile(r"(?:^|\(')(?:" + "|".join(_UNAVAILABLE_REPLIES) + r")\b")
 _EVENT_ID = re.compile(r"\d+(-\d+)?")
+#: How long the instance repairing lost hints holds the audit (one audit per fleet per this many seconds).
+AUDIT_HOLD_MS = 60_000
 
 
 def is_unavailable_reply(message: str) -> bool:
@@ -86,25 +83,6 @@ def is_unavailable_reply(message: str) -> bool:
 def _script_source(name: str) -> str:
     lua = resources.files("statefleet.store.lua")
     return lua.joinpath("_prelude.lua").read_text("utf-8") + "\n" + lua.joinpath(f"{name}.lua").read_text("utf-8")
-
-
-def _client_options() -> dict[str, Any]:
-    options: dict[str, Any] = {
-        "decode_responses": True,
-        "socket_connect_timeout": CONNECT_TIMEOUT,
-        "socket_timeout": REPLY_TIMEOUT,
-        # No blind retries: a write retried after a lost reply could run twice.
-        "retry": Retry(NoBackoff(), 0),
-    }
-    try:
-        from redis.maint_notifications import MaintNotificationsConfig
-    except ImportError:  # redis-py before 7 has no maintenance notifications
-        pass
-    else:
-        # Their "auto" default makes the pool skip its check for connections the server closed while idle,
-        # so the next command would fail instead of reconnecting first. They need RESP3; we speak RESP2.
-        options["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
-    return options
 
 
 class _LimitArgs(NamedTuple):
@@ -169,132 +147,72 @@ def _history(utterances: list[str]) -> list[JSONObject]:
 
 
 def _work(key: ConversationKey, owner: str, reply: list[Any], message: InboundMessage | None = None) -> WorkItem:
-    """Decode ``{tag, token, attempt, turns, version, state, head body, history...}``."""
+    """Decode ``{tag, token, attempt, turns, version, state, head body, expiry, history...}``."""
     return WorkItem(
         lease=Lease(key, owner, int(reply[1])),
         message=_message(reply[6]) if reply[6] is not None else cast(InboundMessage, message),
         version=reply[4],
         turns=int(reply[3]),
-        history=_history(reply[7:]),
+        history=_history(reply[8:]),
         state={} if reply[5] is None else json.loads(reply[5]),
         attempt=int(reply[2]),
     )
 
 
-def _ssl_context(client: Redis) -> ssl.SSLContext | None:
-    """The TLS context for ``rediss://`` URLs (certificate checks as redis-py would do them), else None."""
-    pool = client.connection_pool
-    if not issubclass(pool.connection_class, SSLConnection):
-        return None
-    kwargs = pool.connection_kwargs
-    context = ssl.create_default_context(cafile=kwargs.get("ssl_ca_certs"))
-    if kwargs.get("ssl_cert_reqs") in ("none", ssl.CERT_NONE):
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if kwargs.get("ssl_certfile"):
-        context.load_cert_chain(kwargs["ssl_certfile"], kwargs.get("ssl_keyfile"))
-    return context
-
-
 class RedisStore:
     """The ``Store`` on Redis. Open it with ``await RedisStore.open("redis://:password@host:6379/0")``."""
 
-    def __init__(self, client: Redis, url: str) -> None:
-        self._client = client
-        self._url = redact_url(url)
-        self._scripts = {name: client.register_script(_script_source(name)) for name in _SCRIPTS}
-        self._shas = {name: script.sha for name, script in self._scripts.items()}
-        #: Script calls (the hot path) go over one implicitly pipelined connection; see ``_resp``.
-        self._pipe: PipelinedConnection | None = None
-        self._pipe_lock = asyncio.Lock()
-        self._next_shard = 0
+    def __init__(self, router: RedisRouter) -> None:
+        self._router = router
+        self._url = router.description
+        self._shas = {name: router.register_script(_script_source(name)) for name in _SCRIPTS}
+        self._hints = HintWriter(self)
         #: Round trips and script calls made, for metrics.
         self.stats = StoreStats()
 
     @classmethod
     async def open(cls, url: str) -> RedisStore:
-        """Connect to the Redis at ``url``, check that it answers, and load the scripts."""
-        safe = redact_url(url)
+        """Connect to the Redis at ``url`` (any shape), check that it answers, and load the scripts."""
+        router = await RedisRouter.open(url)
+        store = cls(router)
         try:
-            client = Redis.from_url(url, **_client_options())
-        except ValueError as exc:
-            raise InvalidStoreUrl(f"store URL {safe!r} is not a valid Redis URL: {exc}") from exc
-        store = cls(client, url)
-        try:
-            await client.ping()
-            async with client.pipeline(transaction=False) as pipe:
-                for script in store._scripts.values():
-                    pipe.script_load(script.script)
-                await pipe.execute()
-        except (*_DOWN, redis_errors.RedisError) as exc:
-            await client.aclose()
-            raise StoreUnavailable(
-                f"cannot reach the Redis store at {safe}: {exc}; check the URL, the password and that "
-                "Redis 7+ is running"
-            ) from exc
+            for name in _SCRIPTS:
+                await router.each_primary("SCRIPT", "LOAD", _script_source(name))
+        except (ReplyError, ConnectionClosed) as exc:
+            await router.close()
+            raise StoreUnavailable(f"cannot load the scripts into the Redis store at {store._url}: {exc}") from exc
         return store
 
     def __repr__(self) -> str:
         return f"RedisStore({self._url!r})"
 
     async def _eval(self, name: str, keys: list[str], args: list[str]) -> Any:
+        """Run a script, counted as one round trip."""
         stats = self.stats
         stats.round_trips += 1
         stats.ops[name] = stats.ops.get(name, 0) + 1
-        pipe = self._pipe
-        if pipe is None or pipe.closed:
-            pipe = await self._connect_pipe()
+        return await self._run(keys[0], "EVALSHA", self._shas[name], len(keys), *keys, *args)
+
+    async def _run(self, key: str | None, *args: str | int) -> Any:
         try:
-            return await pipe.execute("EVALSHA", self._shas[name], len(keys), *keys, *args)
+            return await self._router.execute(key, *args)
         except ReplyError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise self._store_error(exc) from exc
-        except ConnectionClosed as exc:
-            # Not retried: the script may have run before the connection dropped.
-            raise self._unavailable(exc) from exc
-        # The server lost its scripts (restart, SCRIPT FLUSH): load them again, then run this one.
-        await self._load_scripts()
-        return await self._eval(name, keys, args)
-
-    async def _connect_pipe(self) -> PipelinedConnection:
-        async with self._pipe_lock:
-            if self._pipe is not None and not self._pipe.closed:
-                return self._pipe
-            kwargs = self._client.connection_pool.connection_kwargs
-            try:
-                pipe = await PipelinedConnection.connect(
-                    host=kwargs.get("host"), port=int(kwargs.get("port", 6379)), path=kwargs.get("path"),
-                    ssl_context=_ssl_context(self._client),
-                    connect_timeout=float(kwargs.get("socket_connect_timeout") or CONNECT_TIMEOUT),
-                    reply_timeout=float(kwargs.get("socket_timeout") or REPLY_TIMEOUT),
-                )
-                if kwargs.get("password"):
-                    auth = [kwargs["username"], kwargs["password"]] if kwargs.get("username") else [kwargs["password"]]
-                    await pipe.execute("AUTH", *auth)
-                if int(kwargs.get("db", 0) or 0):
-                    await pipe.execute("SELECT", int(kwargs["db"]))
-            except (OSError, TimeoutError, ConnectionClosed, ReplyError) as exc:
-                raise self._unavailable(exc) from exc
-            self._pipe = pipe
-            return pipe
-
-    async def _load_scripts(self) -> None:
-        try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for script in self._scripts.values():
-                    pipe.script_load(script.script)
-                await pipe.execute()
-        except redis_errors.RedisError as exc:
             raise self._store_error(exc) from exc
-
-    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
-        return StoreUnavailable(f"the Redis store at {self._url} did not answer: {exc}")
+        except ConnectionClosed as exc:
+            # Not retried: the command may have run before the connection dropped.
+            raise StoreUnavailable(f"the Redis store at {self._url} did not answer: {exc}") from exc
 
     def _store_error(self, exc: BaseException) -> StoreUnavailable | StoreError:
-        """The error to raise for a failed Redis call: unavailable (retry shortly) or a store error (a bug)."""
-        if isinstance(exc, _DOWN) or is_unavailable_reply(str(exc)):
+        """The error to raise for an error reply: unavailable (retry shortly) or a store error (a bug)."""
+        if is_unavailable_reply(str(exc)):
             return StoreUnavailable(f"the Redis store at {self._url} cannot serve now: {exc}")
         return StoreError(f"the Redis store at {self._url} refused a command: {exc}")
+
+    async def send_hints(self, shard: str, args: list[str]) -> None:
+        """Apply a batch of hint updates to one shard (``HintWriter`` calls it; not a turn's round trip)."""
+        stats = self.stats
+        stats.ops["hints"] = stats.ops.get("hints", 0) + 1
+        await self._run(shard, "EVALSHA", self._shas["hints"], 1, shard, *args)
 
     # -- Store ---------------------------------------------------------------------------------------------
 
@@ -311,16 +229,19 @@ class RedisStore:
         k = conversation_keys(key)
         lim = _limit_args(limits)
         entry, kname = _inbox_entry(message)
+        keys = [k.meta, k.history, k.state, k.inbox, k.receipts + receipt_name_for_message(message.id)]
+        if kname:
+            keys.append(k.receipts + kname)
         reply = await self._eval(
-            "accept",
-            [k.meta, k.history, k.state, k.inbox, k.hints, k.backlog],
+            "accept", keys,
             [
-                message.id, entry, kname, _dumps([message.id, "", "pending", None]), version, owner, policy,
-                lim.lease, lim.conversation, lim.idempotency, lim.receipt, lim.inbox_max, k.receipts, k.member,
+                entry, _dumps([message.id, "", "pending", None]), version, owner, policy,
+                lim.lease, lim.conversation, lim.idempotency, lim.receipt, lim.inbox_max,
             ],
         )
         tag = reply[0]
         if tag == "L":
+            self._hints.add(k.member, reply[7])
             return Acceptance(AcceptKind.LEASED, message.id, work=_work(key, owner, reply, message), owner=owner)
         if tag == "Q":
             return Acceptance(AcceptKind.QUEUED, message.id, owner=reply[1])
@@ -337,20 +258,24 @@ class RedisStore:
         committed = commit.outcome == "committed"
         utterances = [_dumps(u) for u in commit.utterances] if committed else []
         state = commit.state_json if committed and commit.state_json is not None else ""
-        reply = await self._eval(
-            "commit",
-            [k.meta, k.history, k.state, k.inbox, k.events, k.hints, k.backlog],
-            [
-                lease.owner, str(lease.token), commit.message_id, commit.outcome, state, _dumps(commit.result),
-                lim.window, lim.lease, lim.conversation, lim.idempotency, lim.receipt, lim.events_max,
-                k.receipts, lim.events, k.member, lim.outcome, str(len(utterances)),
-                *utterances, *[_dumps(e) for e in commit.events],
-            ],
-        )
+        keys = [k.meta, k.history, k.state, k.inbox, k.events, k.receipts + receipt_name_for_message(commit.message_id)]
+        if commit.idempotency_key is not None:
+            keys.append(k.receipts + receipt_name_for_key(commit.idempotency_key))
+        args = [
+            lease.owner, str(lease.token), commit.message_id, commit.outcome, state, _dumps(commit.result),
+            lim.window, lim.lease, lim.conversation, lim.idempotency, lim.receipt, lim.events_max, lim.events,
+            lim.outcome, str(len(utterances)), *utterances, *[_dumps(e) for e in commit.events],
+        ]
+        reply = await self._eval("commit", keys, args)
+        if reply[0] == "K":
+            # The commit did not name the message's idempotency key: nothing was written; name it and go again.
+            reply = await self._eval("commit", [*keys[:6], k.receipts + reply[1]], args)
         tag = reply[0]
         if tag == "C":
+            self._hints.drop_if_due(k.member, reply[2])
             return CommitOutcome(False, None, int(reply[1]))
         if tag == "N":
+            self._hints.add(k.member, reply[7])
             work = _work(lease.key, lease.owner, reply)
             return CommitOutcome(False, work, work.turns)
         return CommitOutcome(fenced=True)
@@ -358,45 +283,66 @@ class RedisStore:
     async def renew(self, lease: Lease, *, limits: Limits) -> RenewOutcome:
         k = conversation_keys(lease.key)
         lim = _limit_args(limits)
-        kept, interrupt = await self._eval(
-            "renew",
-            [k.meta, k.history, k.state, k.inbox, k.hints],
-            [lease.owner, str(lease.token), lim.lease, lim.conversation, k.member],
+        kept, interrupt, expiry = await self._eval(
+            "renew", [k.meta, k.history, k.state, k.inbox],
+            [lease.owner, str(lease.token), lim.lease, lim.conversation],
         )
+        if kept:
+            # Also repairs a hint lost since the lease was granted: at most one heartbeat late.
+            self._hints.add(k.member, expiry)
         return RenewOutcome(kept=bool(kept), interrupt=bool(interrupt))
 
     async def release(self, lease: Lease, *, started: bool = True) -> None:
         k = conversation_keys(lease.key)
-        await self._eval("release", [k.meta, k.inbox, k.hints],
-                         [lease.owner, str(lease.token), k.member, "1" if started else "0"])
+        released, pending, expiry = await self._eval(
+            "release", [k.meta, k.inbox], [lease.owner, str(lease.token), "1" if started else "0"]
+        )
+        if released and pending:
+            self._hints.add(k.member, 0)  # due now: the sweeper picks it up on its next pass
+        elif released:
+            self._hints.drop_if_due(k.member, expiry)
 
     async def reclaim(self, key: ConversationKey, *, owner: str, limits: Limits) -> WorkItem | None:
         k = conversation_keys(key)
         lim = _limit_args(limits)
-        reply = await self._eval(
-            "reclaim",
-            [k.meta, k.history, k.state, k.inbox, k.events, k.hints, k.backlog],
-            [
-                owner, lim.lease, lim.conversation, lim.idempotency, lim.receipt, lim.max_attempts,
-                lim.events_max, lim.events, k.receipts, k.member, lim.outcome,
-            ],
-        )
-        if not reply[0].startswith("T:"):
+        keys = [k.meta, k.history, k.state, k.inbox, k.events]
+        args = [
+            owner, lim.lease, lim.conversation, lim.idempotency, lim.receipt, lim.max_attempts,
+            lim.events_max, lim.events, k.receipts, lim.outcome,
+        ]
+        reply = await self._eval("reclaim", keys, args)
+        if reply[0] == "K":
+            # The head message fails (too many attempts): name its receipts and go again (nothing was written).
+            reply = await self._eval("reclaim", [*keys, *[k.receipts + name for name in reply[1:]]], args)
+        tag = reply[0]
+        if tag == "-":
+            expiry, now = int(reply[1]), reply[2]
+            if expiry:
+                self._hints.add_if_present(k.member, expiry)
+            else:
+                self._hints.drop_if_due(k.member, now)
             return None
-        return dataclasses.replace(_work(key, owner, reply), previous_owner=reply[0][2:] or None)
+        if not tag.startswith("T:"):
+            return None  # still 'K': another instance is failing the same head; the next sweep sees the result
+        self._hints.add(k.member, reply[7])
+        return dataclasses.replace(_work(key, owner, reply), previous_owner=tag[2:] or None)
 
     async def expired_leases(self, limit: int) -> list[ConversationKey]:
         if limit <= 0:
             return []
-        # Start at a different shard each time so that a shard full of stubborn hints starves no other.
-        start = self._next_shard
-        self._next_shard = (start + 1) % HINT_SHARDS
-        members = await self._eval("expired", [*HINT_KEYS[start:], *HINT_KEYS[:start]], [str(limit)])
-        return [conversation_of(member) for member in members]
+        # Every shard at once (one write per node). Conversations spread evenly over the shards, so twice the
+        # even share from each finds ``limit`` when that many are due; the sweeper asks again when it got a full
+        # batch.
+        per_shard = str(2 * -(-limit // len(HINT_KEYS)))
+        self._hints.flush()
+        replies = await asyncio.gather(*[self._eval("expired", [shard], [per_shard]) for shard in HINT_KEYS])
+        keys = [conversation_of(member) for reply in replies for member in reply[::2]]
+        random.shuffle(keys)  # instances sweeping at once start on different conversations
+        return keys[:limit]
 
     async def receipt(self, key: ConversationKey, *, message_id: str) -> Receipt | None:
         k = conversation_keys(key)
-        text = await self._eval("receipt", [k.meta], [k.receipts, receipt_name_for_message(message_id)])
+        text = await self._eval("receipt", [k.meta, k.receipts + receipt_name_for_message(message_id)], [])
         return None if text is None else _receipt(text)
 
     async def load(self, key: ConversationKey) -> ConversationView | None:
@@ -418,9 +364,8 @@ class RedisStore:
 
     async def delete(self, key: ConversationKey) -> bool:
         k = conversation_keys(key)
-        existed = await self._eval(
-            "delete", [k.meta, k.history, k.state, k.inbox, k.events, k.hints, k.backlog], [k.member]
-        )
+        existed, until = await self._eval("delete", [k.meta, k.history, k.state, k.inbox, k.events], [])
+        self._hints.drop_if_due(k.member, until)
         return bool(existed)
 
     async def append_events(self, batches: Mapping[ConversationKey, list[JSONObject]], *, limits: Limits) -> None:
@@ -442,76 +387,72 @@ class RedisStore:
         if limit <= 0:
             return []
         self.stats.round_trips += 1
-        try:
-            entries = await self._client.xrange(
-                conversation_keys(key).events, min="-" if after is None else "(" + after, count=limit
-            )
-        except redis_errors.RedisError as exc:
-            raise self._store_error(exc) from exc
+        stream = conversation_keys(key).events
+        entries = await self._run(stream, "XRANGE", stream, "-" if after is None else "(" + after, "+",
+                                  "COUNT", limit)
         events = []
-        for event_id, fields in cast(list[tuple[str, dict[str, str]]], entries):
-            data = json.loads(fields["d"])
+        for event_id, fields in cast(list[tuple[str, list[str]]], entries):
+            data = json.loads(fields[fields.index("d") + 1])
             events.append(Event(event_id, str(data.pop("type")), data))
         return events
 
     async def backlog(self) -> int:
+        """Conversations with messages accepted and not yet committed: the lease hints (see ``_hints``)."""
         self.stats.round_trips += 1
-        try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for shard in BACKLOG_KEYS:
-                    pipe.hvals(shard)
-                shards = await pipe.execute()
-        except redis_errors.RedisError as exc:
-            raise self._store_error(exc) from exc
-        return sum(int(n) for counts in shards for n in counts)
+        self._hints.flush()
+        counts = await asyncio.gather(*[self._run(shard, "ZCARD", shard) for shard in HINT_KEYS])
+        return sum(int(n) for n in counts)
 
     async def fleet_epoch(self, candidate: str) -> str:
+        """The epoch, kept in 16 copies spread over the slot space, so a Cluster shard that comes back empty
+        is noticed too. A lost copy is set again (to ``candidate``), so the epoch read changes exactly once:
+        from ``"e"`` to ``"c+e"`` — the sorted distinct values joined by ``+``."""
         self.stats.round_trips += 1
-        try:
-            previous = await self._client.set(EPOCH, candidate, nx=True, get=True)
-        except redis_errors.RedisError as exc:
-            raise self._store_error(exc) from exc
-        return candidate if previous is None else str(previous)
+        previous = await asyncio.gather(*[self._run(key, "SET", key, candidate, "NX", "GET") for key in EPOCH_KEYS])
+        return "+".join(sorted({candidate if value is None else str(value) for value in previous}))
 
     async def register_instance(self, instance_id: str, info: JSONObject, *, ttl: float) -> None:
         entry = _dumps({**info, "expires": time.time() + ttl})
-        try:
-            await self._client.hset(INSTANCES, instance_id, entry)
-            await self._client.expire(INSTANCES, max(1, int(ttl * 10)))
-        except redis_errors.RedisError as exc:
-            raise self._store_error(exc) from exc
+        await asyncio.gather(
+            self._run(INSTANCES, "HSET", INSTANCES, instance_id, entry),
+            self._run(INSTANCES, "EXPIRE", INSTANCES, max(1, int(ttl * 10))),
+        )
 
     async def deregister_instance(self, instance_id: str) -> None:
-        try:
-            await self._client.hdel(INSTANCES, instance_id)
-        except redis_errors.RedisError as exc:
-            raise self._store_error(exc) from exc
+        await self._run(INSTANCES, "HDEL", INSTANCES, instance_id)
 
     async def instances(self) -> list[JSONObject]:
-        try:
-            entries = await self._client.hgetall(INSTANCES)
-        except redis_errors.RedisError as exc:
-            raise self._store_error(exc) from exc
+        flat = cast(list[str], await self._run(INSTANCES, "HGETALL", INSTANCES))
         now = time.time()
         live: list[JSONObject] = []
         dead: list[str] = []
-        for instance_id, text in cast(dict[str, str], entries).items():
+        for instance_id, text in zip(flat[::2], flat[1::2], strict=True):
             info = json.loads(text)
             if info.pop("expires", 0) > now:
                 live.append(info)
             else:
                 dead.append(instance_id)
         if dead:
-            await self._client.hdel(INSTANCES, *dead)
+            await self._run(INSTANCES, "HDEL", INSTANCES, *dead)
         return live
 
+    async def repair_hints(self, owner: str) -> int:
+        """Index every conversation with messages pending that no hint names (lost to a crash between a script
+        and its hint, or to a failover): one instance of the fleet per minute scans every primary's inboxes.
+        Returns how many inboxes it looked at (0 when another instance holds the audit)."""
+        if not await self._run(AUDIT, "SET", AUDIT, owner, "NX", "PX", AUDIT_HOLD_MS):
+            return 0
+        seen = 0
+        async for inboxes in self._router.scan(INBOX_PATTERN, type_="list", count=1000):
+            for inbox in inboxes:
+                self._hints.add_if_absent(member_of_inbox(inbox))
+            seen += len(inboxes)
+            await asyncio.sleep(0)  # let the hint updates of this batch go out before the next scan step
+        return seen
+
     async def ping(self) -> None:
-        try:
-            await self._client.ping()
-        except (*_DOWN, redis_errors.RedisError) as exc:
-            raise self._unavailable(exc) from exc
+        await self._run(None, "PING")
 
     async def close(self) -> None:
-        if self._pipe is not None:
-            self._pipe.close()
-        await self._client.aclose()
+        await self._hints.drain()
+        await self._router.close()

@@ -628,7 +628,11 @@ class SQLiteStore:
         return await self._read(body)
 
     async def backlog(self) -> int:
-        return int(await self._read(lambda conn, now: conn.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]))
+        return int(await self._read(lambda conn, now: conn.execute(
+            "SELECT COUNT(*) FROM (SELECT DISTINCT tenant, id FROM inbox)").fetchone()[0]))
+
+    async def repair_hints(self, owner: str) -> int:
+        return 0  # nothing to repair: leases are found by a query over the conversations themselves
 
     async def register_instance(self, instance_id: str, info: JSONObject, *, ttl: float) -> None:
         text = json.dumps(info)

@@ -41,17 +41,23 @@ local function split_entry(entry)
          string.sub(entry, at + a + b + c)
 end
 
--- Keep the conversation's entry in the fleet-wide pending-message counts (a hash per shard, member -> inbox
--- length) equal to its inbox length: set on every change, so an entry left by an inbox that expired is
--- corrected the next time anything touches the conversation (or removed by reclaim.lua, which the lease
--- hint always leads to).
-local function count_pending(pending, member, inbox)
-  local n = redis.call('LLEN', inbox)
-  if n > 0 then
-    redis.call('HSET', pending, member, n)
-  else
-    redis.call('HDEL', pending, member)
+-- Receipts are stored as '<created>:' .. receipt JSON, created naming the incarnation that wrote them.
+local function put_receipt(key, created, receipt, ...)
+  return redis.call('SET', key, created .. ':' .. receipt, ...)
+end
+
+-- The receipt JSON at key if this incarnation wrote it, else false (an earlier incarnation's is not ours).
+local function get_receipt(key, created)
+  local v = redis.call('GET', key)
+  if v and string.sub(v, 1, #created + 1) == created .. ':' then
+    return string.sub(v, #created + 2)
   end
+  return false
+end
+
+-- The receipt key prefix 'sf:{tenant:id}:r:', from a message receipt key 'sf:{tenant:id}:r:m:<id>'.
+local function receipt_prefix(message_receipt_key, id)
+  return string.sub(message_receipt_key, 1, #message_receipt_key - #id - 2)
 end
 
 -- Refresh the idle TTL of the conversation's own keys (Redis skips the ones that do not exist).
@@ -63,14 +69,14 @@ local function touch(ttl_ms, meta, hist, state, inbox)
 end
 
 -- What a lease holder needs to run the head message:
--- {tag, token, attempt, turns, version, state|false, message body|false, history...}.
-local function work(tag, token, attempt, turns, version, entry, hist, state)
+-- {tag, token, attempt, turns, version, state|false, message body|false, lease expiry ms, history...}.
+local function work(tag, token, attempt, turns, version, entry, hist, state, expiry)
   local body = false
   if entry then
     local _, _, _, b = split_entry(entry)
     body = b
   end
-  local out = {tag, token, attempt, turns, version, redis.call('GET', state) or false, body}
+  local out = {tag, token, attempt, turns, version, redis.call('GET', state) or false, body, int(expiry)}
   for _, utterance in ipairs(redis.call('LRANGE', hist, 0, -1)) do
     out[#out + 1] = utterance
   end

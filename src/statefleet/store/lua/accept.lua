@@ -1,49 +1,41 @@
 -- accept.lua — durably append a message to a conversation's inbox, and take the lease if it is free.
 --
--- KEYS[1]  meta hash          sf:{tenant:id}:m
--- KEYS[2]  history list       sf:{tenant:id}:h
--- KEYS[3]  state string       sf:{tenant:id}:s
--- KEYS[4]  inbox list         sf:{tenant:id}:i
--- KEYS[5]  lease-expiry hints sf:leases:<shard> — a fleet-wide sorted set OUTSIDE the conversation's slot.
---          Standalone Redis and Sentinel allow that; Redis Cluster would need it routed separately (not
---          supported yet).
--- KEYS[6]  pending counts     sf:pending:<shard> — fleet-wide hash (member -> inbox length), OUTSIDE the slot
---          like KEYS[5]
--- Receipts sf:{tenant:id}:r:<created>:<name> are built from ARGV[13]; they share the conversation's slot.
+-- KEYS[1]  meta hash            sf:{tenant:id}:m
+-- KEYS[2]  history list         sf:{tenant:id}:h
+-- KEYS[3]  state string         sf:{tenant:id}:s
+-- KEYS[4]  inbox list           sf:{tenant:id}:i
+-- KEYS[5]  message receipt      sf:{tenant:id}:r:m:<message id>
+-- KEYS[6]  idempotency receipt  sf:{tenant:id}:r:k:<idempotency key> — only when the message has a key
 --
--- ARGV[1]  message id
--- ARGV[2]  the message as an inbox entry (see _prelude.lua)
--- ARGV[3]  receipt name of its idempotency key, 'k:<key>', or '' when it has none
--- ARGV[4]  pending receipt for the message id (JSON)
--- ARGV[5]  the caller's agent version
--- ARGV[6]  the caller's instance id (lease owner if it takes the lease)
--- ARGV[7]  double-texting policy: 'enqueue' | 'reject' | 'interrupt'
--- ARGV[8]  lease ttl, ms
--- ARGV[9]  conversation idle ttl, ms
--- ARGV[10] idempotency receipt ttl, ms
--- ARGV[11] message receipt ttl, ms
--- ARGV[12] inbox capacity
--- ARGV[13] receipt key prefix sf:{tenant:id}:r:
--- ARGV[14] hint member 'tenant:id'
+-- ARGV[1]  the message as an inbox entry (see _prelude.lua)
+-- ARGV[2]  pending receipt for the message id (JSON)
+-- ARGV[3]  the caller's agent version
+-- ARGV[4]  the caller's instance id (lease owner if it takes the lease)
+-- ARGV[5]  double-texting policy: 'enqueue' | 'reject' | 'interrupt'
+-- ARGV[6]  lease ttl, ms
+-- ARGV[7]  conversation idle ttl, ms
+-- ARGV[8]  idempotency receipt ttl, ms
+-- ARGV[9]  message receipt ttl, ms
+-- ARGV[10] inbox capacity
 --
 -- Returns one of
 --   {'D', receipt}              the idempotency key was seen before; nothing accepted
 --   {'W', version}              pinned to another version; nothing accepted
 --   {'R', owner|nil}            policy reject while busy, or inbox full; nothing accepted
 --   {'Q', owner}                queued behind a live lease
---   {'L', token, attempt, turns, version, state|nil, head body|nil, history...}
+--   {'L', token, attempt, turns, version, state|nil, head body|nil, lease expiry ms, history...}
 --                               leased; head body is nil when the head is this very message
+-- The caller indexes a new lease in the fleet-wide hints (store/_hints.py); this script touches one slot.
 
-local meta, hist, state, inbox, hints = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local id, entry, kname = ARGV[1], ARGV[2], ARGV[3]
-local version, owner, policy = ARGV[5], ARGV[6], ARGV[7]
-local receipts = ARGV[13]
+local meta, hist, state, inbox, receipt = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local kreceipt = KEYS[6]
+local entry, version, owner, policy = ARGV[1], ARGV[3], ARGV[4], ARGV[5]
 local now_ms, now_us = clock()
 
 local r = redis.call('HMGET', meta, 'v', 'c', 'n', 'f', 'o', 'x', 'p')
 local v, created, holder = r[1], r[2], r[5]
-if created and kname ~= '' then
-  local seen = redis.call('GET', receipts .. created .. ':' .. kname)
+if created and kreceipt then
+  local seen = get_receipt(kreceipt, created)
   if seen then
     return {'D', seen}
   end
@@ -57,7 +49,7 @@ local depth = 0
 if v then
   depth = redis.call('LLEN', inbox)
 end
-if (policy == 'reject' and (live or depth > 0)) or depth >= tonumber(ARGV[12]) then
+if (policy == 'reject' and (live or depth > 0)) or depth >= tonumber(ARGV[10]) then
   return {'R', holder}
 end
 
@@ -73,10 +65,9 @@ else
   redis.call('HSET', meta, 'v', version, 'c', created, 'a', created, 'n', 0, 'f', created, 'p', 0)
 end
 redis.call('RPUSH', inbox, entry)
-count_pending(KEYS[6], ARGV[14], inbox)
-if kname ~= '' then
+if kreceipt then
   local _, _, prefix = split_entry(entry)
-  redis.call('SET', receipts .. created .. ':' .. kname, prefix .. '"pending",null]', 'PX', ARGV[10])
+  put_receipt(kreceipt, created, prefix .. '"pending",null]', 'PX', ARGV[8])
 end
 
 if not live then
@@ -86,21 +77,20 @@ if not live then
   else
     -- The head is an older message a dead owner left; ours waits behind it, so its caller polls.
     head = redis.call('LINDEX', inbox, 0)
-    redis.call('SET', receipts .. created .. ':m:' .. id, ARGV[4], 'PX', ARGV[11])
+    put_receipt(receipt, created, ARGV[2], 'PX', ARGV[9])
   end
   attempt = attempt + 1
   local token = fence + 1
-  local expiry = now_ms + tonumber(ARGV[8])
+  local expiry = now_ms + tonumber(ARGV[6])
   redis.call('HSET', meta, 'f', int(token), 't', int(token), 'o', owner, 'x', int(expiry), 'p', attempt)
   redis.call('HDEL', meta, 'I')
-  redis.call('ZADD', hints, expiry, ARGV[14])
-  touch(ARGV[9], meta, hist, state, inbox)
-  return work('L', token, attempt, tonumber(r[3] or 0), version, head, hist, state)
+  touch(ARGV[7], meta, hist, state, inbox)
+  return work('L', token, attempt, tonumber(r[3] or 0), version, head, hist, state, expiry)
 end
 
-redis.call('SET', receipts .. created .. ':m:' .. id, ARGV[4], 'PX', ARGV[11])
+put_receipt(receipt, created, ARGV[2], 'PX', ARGV[9])
 if policy == 'interrupt' then
   redis.call('HSET', meta, 'I', 1)
 end
-touch(ARGV[9], meta, hist, state, inbox)
+touch(ARGV[7], meta, hist, state, inbox)
 return {'Q', holder}

@@ -1,22 +1,20 @@
--- delete.lua — remove a conversation. Its receipts are named after the deleted incarnation, so no later
--- incarnation sees them; they expire on their own TTL.
+-- delete.lua — remove a conversation. Its receipts name the deleted incarnation in their value, so no later
+-- incarnation takes them for its own; they expire on their own TTL.
 --
 -- KEYS[1]  meta hash          sf:{tenant:id}:m
 -- KEYS[2]  history list       sf:{tenant:id}:h
 -- KEYS[3]  state string       sf:{tenant:id}:s
 -- KEYS[4]  inbox list         sf:{tenant:id}:i
 -- KEYS[5]  event stream       sf:{tenant:id}:e
--- KEYS[6]  lease-expiry hints sf:leases:<shard> — OUTSIDE the conversation's slot (fine on standalone and
---          Sentinel; Redis Cluster would need it routed separately — not supported yet).
--- KEYS[7]  pending counts     sf:pending:<shard> — fleet-wide hash (member -> inbox length), OUTSIDE the slot
---          like KEYS[6]
 --
--- ARGV[1]  hint member 'tenant:id'
+-- ARGV: none.
 --
--- Returns 1 when the conversation existed, else 0.
+-- Returns {existed, until}: existed is 1 when the conversation existed; until is the later of now and its
+-- lease's expiry, in ms (the caller drops a lease hint not later than that: a lease granted after this
+-- delete expires later, see store/_hints.py).
 
 local existed = redis.call('EXISTS', KEYS[1])
+local expiry = tonumber(redis.call('HGET', KEYS[1], 'x') or 0)
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
-redis.call('ZREM', KEYS[6], ARGV[1])
-redis.call('HDEL', KEYS[7], ARGV[1])
-return existed
+local now_ms = clock()
+return {existed, math.max(now_ms, expiry)}

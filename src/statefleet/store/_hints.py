@@ -1,0 +1,83 @@
+"""The fleet-wide lease-expiry hints, written beside the conversation scripts, never inside them.
+
+A conversation's scripts touch only its own slot (Redis Cluster refuses anything else), so the index the
+sweeper reads — which conversations' leases are due, across the fleet — is updated here, after each script
+answers: ``add`` when a lease is granted or renewed, ``drop_if_due`` when it is freed, ``add_if_present``
+when a sweep finds a hint early, ``add_if_absent`` when the audit finds messages nobody indexed. The updates
+of one event-loop iteration go out together, one ``hints.lua`` call per shard, without the turn waiting for
+them (no round trip is added to a turn).
+
+They are hints: a lost update (a crash between a script and its hint, a failover of the shard's primary) can
+only delay a takeover, never break a guarantee — reclaim.lua decides from the conversation itself. What each
+may get wrong and what repairs it is in docs/architecture.md, "Lease hints".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from ._redis_keys import hint_key_of
+
+log = logging.getLogger("statefleet.store")
+
+
+class _Sender(Protocol):
+    async def send_hints(self, shard: str, args: list[str]) -> None: ...
+
+
+class HintWriter:
+    """Batches hint updates per shard and sends them once per event-loop iteration, in order."""
+
+    def __init__(self, sender: _Sender) -> None:
+        self._sender = sender
+        self._pending: dict[str, list[str]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: Updates that could not be sent (logged; the heartbeat and the audit repair them).
+        self.failed = 0
+
+    def add(self, member: str, expiry: int | str) -> None:
+        """A lease this instance holds expires at ``expiry`` (ms, server clock)."""
+        self._queue("a", member, expiry)
+
+    def add_if_present(self, member: str, expiry: int | str) -> None:
+        """Someone else's live lease expires at ``expiry``: correct an early hint, never create one."""
+        self._queue("x", member, expiry)
+
+    def add_if_absent(self, member: str, score: int | str = 0) -> None:
+        """Messages wait and nothing may index them: due now unless a hint exists."""
+        self._queue("n", member, score)
+
+    def drop_if_due(self, member: str, score: int | str) -> None:
+        """The lease that expired at ``score`` is free (or the conversation idle): drop a hint not later."""
+        self._queue("d", member, score)
+
+    def _queue(self, op: str, member: str, score: int | str) -> None:
+        pending = self._pending
+        if not pending:
+            asyncio.get_running_loop().call_soon(self.flush)
+        pending.setdefault(hint_key_of(member), []).extend((op, member, str(score)))
+
+    def flush(self) -> None:
+        """Send the updates queued so far now. A read of the hints that calls this first sees them: the sends
+        start before the read's commands, on the same connection as the shard's."""
+        batches, self._pending = self._pending, {}
+        for shard, args in batches.items():
+            task = asyncio.ensure_future(self._send(shard, args))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, shard: str, args: list[str]) -> None:
+        try:
+            await self._sender.send_hints(shard, args)
+        except Exception as exc:  # a hint is not worth failing anything for: the repair paths cover it
+            self.failed += len(args) // 3
+            log.warning("could not update %d lease hint(s) in %s: %s; renewals and the audit repair them",
+                        len(args) // 3, shard, exc)
+
+    async def drain(self) -> None:
+        """Wait for the updates already handed over (before closing the store)."""
+        self.flush()
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
