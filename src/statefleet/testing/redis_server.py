@@ -28,17 +28,21 @@ class LocalRedisServer:
     ``persistent=True`` writes every change to an append-only file before answering (``appendfsync always``),
     so ``restart()`` — a kill -9 and a start on the same port and directory — loses nothing acknowledged.
     ``pause()`` / ``resume()`` freeze and thaw the server (SIGSTOP / SIGCONT).
+    ``replica_of=<port>`` starts it as a replica of the server on that loopback port.
     """
 
-    def __init__(self, *extra_args: str, start_timeout: float = 10.0, persistent: bool = False) -> None:
+    def __init__(self, *extra_args: str, start_timeout: float = 10.0, persistent: bool = False,
+                 replica_of: int | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed; ./dev test and ./dev bench install it")
         self.port = free_port()
         self.workdir = Path(tempfile.mkdtemp(prefix="statefleet-redis-"))
         persistence = ["--appendonly", "yes", "--appendfsync", "always"] if persistent else ["--appendonly", "no"]
+        replication = ["--replicaof", "127.0.0.1", str(replica_of)] if replica_of is not None else []
         self._argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence,
-                      "--dir", str(self.workdir), "--protected-mode", "no", "--loglevel", "warning", *extra_args]
+                      "--dir", str(self.workdir), "--protected-mode", "no", "--loglevel", "warning", *replication,
+                      *extra_args]
         self.paused = False
         self.proc = self._launch(start_timeout)
 
