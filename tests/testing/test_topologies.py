@@ -8,12 +8,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
 from statefleet.testing.redis_cluster import SLOTS, LocalRedisCluster
 from statefleet.testing.redis_sentinel import LocalRedisSentinel
+from statefleet.testing.redis_server import LocalRedisServer
+from statefleet.testing.tls import TLSFiles, make_tls_files
 
 
 def child_redis_pids() -> set[int]:
@@ -37,6 +42,11 @@ def no_leaked_servers() -> Iterator[None]:
     before = child_redis_pids()
     yield
     assert child_redis_pids() <= before
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture
@@ -211,3 +221,64 @@ def test_a_failing_test_still_stops_the_sentinels() -> None:
         workdir = started.workdir
         _ = 1 / 0
     assert not workdir.exists()
+
+
+# -- TLS ------------------------------------------------------------------------------------------------------------
+
+
+async def test_a_tls_server_answers_its_rediss_url_only_over_tls(tls: TLSFiles) -> None:
+    with LocalRedisServer(tls=tls) as server:
+        assert server.url == f"rediss://127.0.0.1:{server.port}/0?ssl_ca_certs={tls.ca_cert}"
+        client = redis.asyncio.from_url(server.url, decode_responses=True)
+        plain = redis.asyncio.Redis(host="127.0.0.1", port=server.port, socket_timeout=0.5, retry=Retry(NoBackoff(), 0))
+        try:
+            await client.set("secret", "kept")
+            server.flush()
+            assert await client.get("secret") is None
+            with pytest.raises((redis.ConnectionError, redis.TimeoutError)):
+                await plain.ping()
+        finally:
+            await client.aclose()
+            await plain.aclose()
+
+
+async def test_a_tls_cluster_answers_over_tls(tls: TLSFiles) -> None:
+    with LocalRedisCluster(tls=tls) as cluster:
+        seeds = ",".join(f"127.0.0.1:{port}" for port in cluster.primary_ports())
+        assert cluster.url == f"rediss+cluster://{seeds}/?ssl_ca_certs={tls.ca_cert}"
+        client = RedisCluster(host="127.0.0.1", port=cluster.primary_ports()[0], decode_responses=True, ssl=True,
+                              ssl_ca_certs=str(tls.ca_cert))
+        try:
+            assert await client.ping()
+            await client.set("secret", "kept")
+            assert await client.get("secret") == "kept"
+        finally:
+            await client.aclose()
+
+
+async def test_a_tls_sentinel_deployment_answers_over_tls(tls: TLSFiles) -> None:
+    with LocalRedisSentinel(tls=tls) as deployment:
+        hosts = ",".join(f"127.0.0.1:{port}" for port in deployment.sentinel_ports)
+        assert deployment.url == f"rediss+sentinel://{hosts}/mymaster/0?ssl_ca_certs={tls.ca_cert}"
+        ssl_options = {"ssl": True, "ssl_ca_certs": str(tls.ca_cert)}
+        sentinels = Sentinel([("127.0.0.1", port) for port in deployment.sentinel_ports], socket_timeout=2,
+                             sentinel_kwargs=ssl_options, **ssl_options)
+        assert await sentinels.discover_master("mymaster") == ("127.0.0.1", deployment.primary_port())
+        primary = sentinels.master_for("mymaster", decode_responses=True)
+        try:
+            assert await primary.ping()
+            await primary.set("secret", "kept")
+            assert await primary.wait(2, 2000) == 2  # the replicas follow over TLS
+        finally:
+            await primary.aclose()
+
+
+@pytest.mark.slow
+def test_a_tls_cluster_and_sentinel_fail_over(tls: TLSFiles) -> None:
+    with LocalRedisCluster(tls=tls) as cluster:
+        dead = cluster.primary_ports()[0]
+        cluster.kill(dead)
+        assert cluster.wait_for_failover(dead) != dead
+    with LocalRedisSentinel(tls=tls) as deployment:
+        old = deployment.kill_primary()
+        assert deployment.wait_for_failover(old) != old

@@ -17,6 +17,7 @@ from typing import Any
 import redis
 
 from .redis_server import LocalRedisServer, free_port
+from .tls import TLSFiles
 
 SLOTS = 16384
 
@@ -78,12 +79,14 @@ class LocalRedisCluster:
     port with its cluster bus on another, and keeps its identity (``nodes.conf``) in its own temp dir, so that
     ``restart(port)`` brings a killed node back as the same node: a primary that was failed over rejoins as a replica.
     Nodes declare a peer failed after ``node_timeout_ms`` (1 s), so a failover takes a few seconds.
+    With ``tls``, clients, the cluster bus and replication all speak TLS, and ``url`` names the CA.
     """
 
-    def __init__(self, primaries: int = 3, replicas_per_primary: int = 1, *, node_timeout_ms: int = 1000,
-                 start_timeout: float = 30.0) -> None:
+    def __init__(self, primaries: int = 3, replicas_per_primary: int = 1, *, tls: TLSFiles | None = None,
+                 node_timeout_ms: int = 1000, start_timeout: float = 30.0) -> None:
         if primaries < 3:
             raise ValueError("a Redis Cluster needs at least 3 primaries")
+        self.tls = tls
         self.node_timeout_ms = node_timeout_ms
         self._servers: dict[int, LocalRedisServer] = {}
         self._ids: dict[int, str] = {}
@@ -112,7 +115,8 @@ class LocalRedisCluster:
                 server = LocalRedisServer("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                                           "--cluster-port", str(free_port()),
                                           "--cluster-node-timeout", str(self.node_timeout_ms),
-                                          "--repl-diskless-sync-delay", "0")  # replicas sync at once, not in 5 s
+                                          "--repl-diskless-sync-delay", "0",  # replicas sync at once, not in 5 s
+                                          *(["--tls-cluster", "yes"] if self.tls is not None else []), tls=self.tls)
             except RuntimeError:
                 if attempt == 2:
                     raise
@@ -124,10 +128,11 @@ class LocalRedisCluster:
 
     def _client(self, port: int) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=port, socket_timeout=2, socket_connect_timeout=2,
-                           decode_responses=True)
+                           decode_responses=True, ssl=self.tls is not None,
+                           ssl_ca_certs=str(self.tls.ca_cert) if self.tls is not None else None)
 
     def _cli_args(self) -> list[str]:
-        return []
+        return ["--tls", "--cacert", str(self.tls.ca_cert)] if self.tls is not None else []
 
     def _redis_cli(self, *args: str, timeout: float) -> str:
         binary = shutil.which("redis-cli")
@@ -205,8 +210,10 @@ class LocalRedisCluster:
 
     @property
     def url(self) -> str:
-        """``redis+cluster://`` with every primary as a seed."""
+        """``redis+cluster://`` with every primary as a seed (``rediss+cluster://``, naming the CA, with TLS)."""
         seeds = ",".join(f"127.0.0.1:{port}" for port in self.primary_ports())
+        if self.tls is not None:
+            return f"rediss+cluster://{seeds}/?{self.tls.query}"
         return f"redis+cluster://{seeds}/"
 
     @property

@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from .redis_server import LocalRedisServer, free_port
+from .tls import TLSFiles
 
 # Test-only sentinel tuning (SENTINEL DEBUG): sentinels announce themselves every 200 ms instead of 2 s, so they find
 # each other at once, and ask the servers for INFO every second instead of 10 s, so they see replicas sooner.
@@ -37,21 +38,30 @@ def _pairs(reply: Any) -> dict[str, str]:
     return dict(zip(items[::2], items[1::2], strict=True))
 
 
+def _client(port: int, tls: TLSFiles | None) -> redis.Redis:
+    return redis.Redis(host="127.0.0.1", port=port, socket_timeout=2, socket_connect_timeout=2, decode_responses=True,
+                       ssl=tls is not None, ssl_ca_certs=str(tls.ca_cert) if tls is not None else None)
+
+
 class _SentinelProcess:
     """``redis-server <dir>/sentinel.conf --sentinel`` on a free port; the config file is the sentinel's own (it
     rewrites it with what it learns), in its own directory under the deployment's."""
 
     def __init__(self, directory: Path, master_name: str, master_port: int, quorum: int, down_after_ms: int,
-                 failover_timeout_ms: int, start_timeout: float) -> None:
+                 failover_timeout_ms: int, start_timeout: float, tls: TLSFiles | None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed; ./dev test and ./dev bench install it")
         self.port = free_port()
         self.directory = directory
+        self.tls = tls
         directory.mkdir()
         config = directory / "sentinel.conf"
+        listen = [f"port {self.port}"]
+        if tls is not None:  # TLS to clients, and to the servers and other sentinels (tls-replication)
+            listen = ["port 0", f"tls-port {self.port}", *(f"{name} {value}" for name, value in tls.server_config())]
         config.write_text("\n".join([
-            f"port {self.port}", "bind 127.0.0.1", "protected-mode no", f"dir {directory}", "loglevel notice",
+            *listen, "bind 127.0.0.1", "protected-mode no", f"dir {directory}", "loglevel notice",
             f"logfile {directory / 'sentinel.log'}", "sentinel resolve-hostnames no",
             f"sentinel monitor {master_name} 127.0.0.1 {master_port} {quorum}",
             f"sentinel down-after-milliseconds {master_name} {down_after_ms}",
@@ -71,8 +81,7 @@ class _SentinelProcess:
                 time.sleep(0.02)
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, socket_connect_timeout=2,
-                           decode_responses=True)
+        return _client(self.port, self.tls)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -91,11 +100,14 @@ class LocalRedisSentinel:
     Layout: a primary and ``replicas`` replicas (``LocalRedisServer``, the replicas started with ``--replicaof``),
     and ``sentinels`` sentinels whose quorum is a majority. A primary that stops answering is down after
     ``down_after_ms`` (1 s) and replaced a few seconds later; ``servers`` keeps the same objects whatever their role.
+    With ``tls``, the servers and the sentinels speak only TLS, to clients and to each other, and ``url`` names the CA.
     """
 
     def __init__(self, replicas: int = 2, sentinels: int = 3, master_name: str = "mymaster", *,
-                 down_after_ms: int = 1000, failover_timeout_ms: int = 5000, start_timeout: float = 30.0) -> None:
+                 tls: TLSFiles | None = None, down_after_ms: int = 1000, failover_timeout_ms: int = 5000,
+                 start_timeout: float = 30.0) -> None:
         self.master_name = master_name
+        self.tls = tls
         self.workdir = Path(tempfile.mkdtemp(prefix="statefleet-sentinel-"))
         self.servers: list[LocalRedisServer] = []
         self.sentinels: list[_SentinelProcess] = []
@@ -118,7 +130,7 @@ class LocalRedisSentinel:
         for attempt in range(3):  # a port picked free can be taken before the server binds it
             try:
                 # replicas sync at once, not after the default 5 s wait for more of them
-                server = LocalRedisServer("--repl-diskless-sync-delay", "0", replica_of=replica_of)
+                server = LocalRedisServer("--repl-diskless-sync-delay", "0", replica_of=replica_of, tls=self.tls)
             except RuntimeError:
                 if attempt == 2:
                     raise
@@ -132,7 +144,8 @@ class LocalRedisSentinel:
         for attempt in range(3):
             try:
                 sentinel = _SentinelProcess(self.workdir / f"sentinel-{number}-{attempt}", self.master_name,
-                                            master_port, quorum, down_after_ms, failover_timeout_ms, start_timeout)
+                                            master_port, quorum, down_after_ms, failover_timeout_ms, start_timeout,
+                                            self.tls)
             except RuntimeError:
                 if attempt == 2:
                     raise
@@ -143,8 +156,7 @@ class LocalRedisSentinel:
     # -- talking to the servers -----------------------------------------------------------------------------------
 
     def _client(self, port: int) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=port, socket_timeout=2, socket_connect_timeout=2,
-                           decode_responses=True)
+        return _client(port, self.tls)
 
     def _server(self, port: int) -> LocalRedisServer:
         return next(server for server in self.servers if server.port == port)
@@ -186,8 +198,11 @@ class LocalRedisSentinel:
 
     @property
     def url(self) -> str:
-        """``redis+sentinel://`` with every sentinel, the master name and database 0."""
+        """``redis+sentinel://`` with every sentinel, the master name and database 0 (``rediss+sentinel://``, naming
+        the CA, with TLS)."""
         hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
+        if self.tls is not None:
+            return f"rediss+sentinel://{hosts}/{self.master_name}/0?{self.tls.query}"
         return f"redis+sentinel://{hosts}/{self.master_name}/0"
 
     @property

@@ -8,11 +8,14 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+
+from .tls import TLSFiles
 
 
 def free_port() -> int:
@@ -29,10 +32,12 @@ class LocalRedisServer:
     so ``restart()`` — a kill -9 and a start on the same port and directory — loses nothing acknowledged.
     ``pause()`` / ``resume()`` freeze and thaw the server (SIGSTOP / SIGCONT).
     ``replica_of=<port>`` starts it as a replica of the server on that loopback port.
+    ``tls=make_tls_files(...)`` makes it speak TLS only on its port (replicating over TLS too): ``url`` is then a
+    ``rediss://`` URL that names the CA to verify the server with.
     """
 
     def __init__(self, *extra_args: str, start_timeout: float = 10.0, persistent: bool = False,
-                 replica_of: int | None = None) -> None:
+                 replica_of: int | None = None, tls: TLSFiles | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed; ./dev test and ./dev bench install it")
@@ -40,7 +45,12 @@ class LocalRedisServer:
         self.workdir = Path(tempfile.mkdtemp(prefix="statefleet-redis-"))
         persistence = ["--appendonly", "yes", "--appendfsync", "always"] if persistent else ["--appendonly", "no"]
         replication = ["--replicaof", "127.0.0.1", str(replica_of)] if replica_of is not None else []
-        self._argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence,
+        self.tls = tls
+        listen = ["--port", str(self.port)]
+        if tls is not None:
+            listen = ["--port", "0", "--tls-port", str(self.port)]
+            listen += [arg for name, value in tls.server_config() for arg in (f"--{name}", value)]
+        self._argv = [binary, *listen, "--bind", "127.0.0.1", "--save", "", *persistence,
                       "--dir", str(self.workdir), "--protected-mode", "no", "--loglevel", "warning", *replication,
                       *extra_args]
         self.paused = False
@@ -58,6 +68,8 @@ class LocalRedisServer:
 
     @property
     def url(self) -> str:
+        if self.tls is not None:
+            return f"rediss://127.0.0.1:{self.port}/0?{self.tls.query}"
         return f"redis://127.0.0.1:{self.port}/0"
 
     @property
@@ -66,11 +78,19 @@ class LocalRedisServer:
 
     def _answers(self, command: str, expected: bytes) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
-                sock.sendall(command.encode() + b"\r\n")
-                return sock.recv(64).startswith(expected)
-        except OSError:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as plain:
+                if self.tls is None:
+                    return self._exchange(plain, command, expected)
+                context = ssl.create_default_context(cafile=str(self.tls.ca_cert))
+                with context.wrap_socket(plain, server_hostname="127.0.0.1") as wrapped:
+                    return self._exchange(wrapped, command, expected)
+        except OSError:  # ssl.SSLError too
             return False
+
+    @staticmethod
+    def _exchange(sock: socket.socket, command: str, expected: bytes) -> bool:
+        sock.sendall(command.encode() + b"\r\n")
+        return sock.recv(64).startswith(expected)
 
     def flush(self) -> None:
         """Remove every key (between tests)."""
