@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+import re
 
 from ..errors import InvalidStoreUrl
 from .base import (
@@ -50,12 +50,23 @@ __all__ = [
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, for logs and reprs."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """The URL with any password replaced by ``***``, for logs and reprs: the user info's (also in the multi-host
+    netlocs of Sentinel and Cluster URLs) and the ``password`` / ``sentinel_password`` options'.
+
+    >>> redact_url("redis+sentinel://:s3cret@h1:26379,h2:26379/main?sentinel_password=pw")
+    'redis+sentinel://:***@h1:26379,h2:26379/main?sentinel_password=***'
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    # The netloc ends where urlsplit ends it; split by hand since urlsplit rejects some multi-host netlocs.
+    end = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    netloc, tail = rest[:end], rest[end:]
+    userinfo, at, hosts = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{hosts}"
+    tail = re.sub(r"([?&](?:password|sentinel_password)=)[^&#]*", r"\1***", tail)
+    return f"{scheme}{sep}{netloc}{tail}"
 
 
 SCHEMES = ("memory", "sqlite", "redis", "rediss", "unix")
