@@ -11,8 +11,15 @@ import pytest
 
 from statefleet.store import Store, open_store
 from statefleet.testing import LocalRedisServer
+from statefleet.testing.redis_cluster import LocalRedisCluster
+from statefleet.testing.redis_sentinel import LocalRedisSentinel
 
 BACKENDS = ["memory", "sqlite", "redis"]
+#: The Redis shapes beyond one server: the store contract and the fleet guarantees run on them too (slow).
+REDIS_TOPOLOGIES = [
+    pytest.param("redis-cluster", marks=pytest.mark.slow),
+    pytest.param("redis-sentinel", marks=pytest.mark.slow),
+]
 
 
 class RedisServer(LocalRedisServer):
@@ -31,14 +38,28 @@ def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
 
 
-def store_url(backend: str, tmp_path: Path, redis_server: RedisServer | None) -> str:
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalRedisCluster]:
+    """3 primaries + 3 replicas, started once for the session (tests that break it start their own)."""
+    with LocalRedisCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[LocalRedisSentinel]:
+    """A primary, 2 replicas and 3 sentinels, started once for the session."""
+    with LocalRedisSentinel() as sentinel:
+        yield sentinel
+
+
+def store_url(backend: str, tmp_path: Path, server: RedisServer | LocalRedisCluster | LocalRedisSentinel | None) -> str:
     if backend == "memory":
         return "memory://"
     if backend == "sqlite":
         return f"sqlite:///{tmp_path / 'state.db'}"
-    assert redis_server is not None
-    redis_server.flush()
-    return redis_server.url
+    assert server is not None
+    server.flush()
+    return server.url
 
 
 @pytest.fixture(params=BACKENDS)
@@ -48,7 +69,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def any_store_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
-    server = request.getfixturevalue("redis_server") if backend == "redis" else None
+    fixture = {"redis": "redis_server", "redis-cluster": "redis_cluster", "redis-sentinel": "redis_sentinel"}
+    server = request.getfixturevalue(fixture[backend]) if backend in fixture else None
     return store_url(backend, tmp_path, server)
 
 

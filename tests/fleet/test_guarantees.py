@@ -1,4 +1,5 @@
-"""The guarantees, tried with engines in separate OS processes on a shared store (SQLite file, real Redis).
+"""The guarantees, tried with engines in separate OS processes on a shared store (SQLite file, real Redis: one
+server, a Cluster of 3 primaries + 3 replicas, and a Sentinel-run primary with 2 replicas).
 
 Each test tells a story: Given the fleet, When something happens (concurrency, SIGSTOP, kill -9),
 Then the conversation is exactly what one serial run would have produced.
@@ -15,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REDIS_TOPOLOGIES
+
 from .harness import Worker, read_records
 
-pytestmark = pytest.mark.parametrize("backend", ["sqlite", "redis"], indirect=True)
+pytestmark = pytest.mark.parametrize("backend", ["sqlite", "redis", *REDIS_TOPOLOGIES], indirect=True)
 
 
 @pytest.fixture

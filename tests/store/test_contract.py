@@ -7,6 +7,9 @@ import json
 import time
 import uuid
 
+import pytest
+
+from conftest import BACKENDS, REDIS_TOPOLOGIES
 from statefleet.store import (
     AcceptKind,
     ConversationKey,
@@ -16,6 +19,8 @@ from statefleet.store import (
     Store,
     TurnCommit,
 )
+
+pytestmark = pytest.mark.parametrize("backend", [*BACKENDS, *REDIS_TOPOLOGIES], indirect=True)
 
 KEY = ConversationKey("default", "alice123")
 LIMITS = Limits(window=4, lease_ttl=0.5)

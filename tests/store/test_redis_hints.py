@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from statefleet.store import AcceptKind, ConversationKey, InboundMessage, Limits, TurnCommit
-from statefleet.store._redis_keys import HINT_KEYS, conversation_keys, hint_key_of
+from statefleet.store._redis_keys import EPOCH_KEYS, HINT_KEYS, conversation_keys, hint_key_of
 from statefleet.store.redis import RedisStore
 
 LIMITS = Limits(window=4, lease_ttl=0.3)
@@ -144,3 +144,15 @@ async def test_the_sweep_reads_every_shard_and_finds_a_big_batch(store: RedisSto
     first = await store.expired_leases(300)
     assert len(first) == 300
     assert len(set(await store.expired_leases(1000))) == 400
+
+
+async def test_a_partly_lost_epoch_changes_once_for_every_instance(store: RedisStore, raw: Redis) -> None:
+    # Given a fleet that has seen the epoch
+    first = await store.fleet_epoch("e1")
+    assert first == "e1" and await store.fleet_epoch("e2") == "e1"
+    # When a Cluster shard comes back empty: the epoch copies in its slots are gone
+    await raw.delete(*EPOCH_KEYS[:5])
+    # Then every instance reads a changed epoch, the same one, and it stays put afterwards
+    changed = await store.fleet_epoch("e3")
+    assert changed != first and "e1" in changed.split("+")
+    assert await store.fleet_epoch("e4") == changed

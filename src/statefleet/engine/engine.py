@@ -237,7 +237,7 @@ class Engine:
                       "takeovers": self.stats.takeovers, "fenced": self.stats.fenced},
         }
 
-    async def reclaim_expired_leases(self, limit: int = 100) -> int:
+    async def reclaim_expired_leases(self, limit: int = 1000) -> int:
         """Take over conversations whose owner stopped renewing, and run their pending messages.
 
         The sweeper does this every ``sweep_interval``; a stopped engine takes nothing over and returns 0.
