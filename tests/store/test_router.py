@@ -28,6 +28,7 @@ from statefleet.store._router import (
 from statefleet.testing import LocalRedisServer, free_port
 from statefleet.testing.redis_cluster import LocalRedisCluster
 from statefleet.testing.redis_sentinel import LocalRedisSentinel
+from statefleet.testing.tls import TLSFiles, make_tls_files
 
 #: A script every test registers: what it returns proves it ran where the key lives.
 GET_LUA = "return {redis.call('GET', KEYS[1]), ARGV[1]}"
@@ -693,3 +694,54 @@ async def test_sentinel_with_wait_for_every_replica_no_acknowledged_write_is_los
         assert await served_by(router, "n") == new
         final = int(await router.execute("n", "GET", "n"))
         assert acknowledged <= final <= acknowledged + unknown
+
+
+# -- TLS -----------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+async def test_tls_to_one_server_verifies_its_certificate(tls: TLSFiles, tmp_path: Path) -> None:
+    with LocalRedisServer(tls=tls) as server:
+        assert server.url.startswith("rediss://")
+        async with opened(server.url) as router:
+            assert await router.execute("k", "SET", "k", "over-tls") == "OK"
+            assert await router.execute("k", "GET", "k") == "over-tls"
+
+        # A server whose certificate the given CA did not sign is refused ...
+        stranger = make_tls_files(tmp_path)
+        with pytest.raises(StoreUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+            await RedisRouter.open(f"rediss://127.0.0.1:{server.port}/0?ssl_ca_certs={stranger.ca_cert}")
+        # ... unless certificates are not checked at all.
+        async with opened(f"rediss://127.0.0.1:{server.port}/0?ssl_cert_reqs=none") as router:
+            assert await router.execute("k", "GET", "k") == "over-tls"
+        # A CA file that does not exist is a bad URL.
+        with pytest.raises(InvalidStoreUrl, match="TLS files"):
+            await RedisRouter.open(f"rediss://127.0.0.1:{server.port}/0?ssl_ca_certs={tmp_path / 'nothing.pem'}")
+
+
+async def test_tls_to_a_cluster(tls: TLSFiles) -> None:
+    with LocalRedisCluster(tls=tls) as cluster:
+        assert cluster.url.startswith("rediss+cluster://")
+        async with opened(cluster.url) as router:
+            keys = [f"t:{n}" for n in range(300)]
+            await asyncio.gather(*[router.execute(key, "SET", key, key) for key in keys])
+            assert sorted(await router.each_primary("DBSIZE")) != [0, 0, 300]
+            assert sum(await router.each_primary("DBSIZE")) == 300
+            assert await asyncio.gather(*[router.execute(key, "GET", key) for key in keys]) == keys
+
+
+@pytest.mark.slow
+async def test_tls_to_sentinels_and_their_primary_through_a_failover(tls: TLSFiles) -> None:
+    with LocalRedisSentinel(tls=tls) as deployment:
+        assert deployment.url.startswith("rediss+sentinel://")
+        async with opened(deployment.url) as router:
+            await router.execute("k", "SET", "k", "over-tls")
+            assert await router.execute("k", "WAIT", 2, 2000) == 2  # replication is asynchronous
+            new = await asyncio.to_thread(deployment.failover)
+            await router.execute("k2", "SET", "k2", "after")
+            assert await served_by(router, "k2") == new
+            assert await router.execute("k", "GET", "k") == "over-tls"
