@@ -184,7 +184,9 @@ async def test_a_refused_handshake_raises_its_reply_error(server: LocalRedisServ
 
 @pytest.fixture(scope="module")
 def replicated() -> Iterator[tuple[LocalRedisServer, LocalRedisServer]]:
-    with LocalRedisServer() as primary, LocalRedisServer("--replicaof", "127.0.0.1", str(primary.port)) as replica:
+    # The primary syncs a new replica at once, not after the default 5 s wait for more of them.
+    with LocalRedisServer("--repl-diskless-sync-delay", "0") as primary, \
+            LocalRedisServer(replica_of=primary.port) as replica:
         deadline = time.monotonic() + 10
         while b"master_link_status:up" not in _info(replica):
             assert time.monotonic() < deadline, "the replica did not connect to its primary"

@@ -238,7 +238,9 @@ async def test_a_frozen_server_times_calls_out_and_a_new_connection_serves_once_
 
 @pytest.fixture(scope="module")
 def replicated() -> Iterator[tuple[LocalRedisServer, LocalRedisServer]]:
-    with LocalRedisServer() as primary, LocalRedisServer(replica_of=primary.port) as replica:
+    # The primary syncs a new replica at once, not after the default 5 s wait for more of them.
+    with LocalRedisServer("--repl-diskless-sync-delay", "0") as primary, \
+            LocalRedisServer(replica_of=primary.port) as replica:
         deadline = time.monotonic() + 10
         while command(replica.port, "INFO", "replication").get("master_link_status") != "up":
             assert time.monotonic() < deadline, "the replica did not connect to its primary"
@@ -522,6 +524,27 @@ async def test_cluster_scan_raises_connection_closed_when_a_node_dies_mid_scan()
                     pass
 
 
+@pytest.mark.slow
+async def test_cluster_with_wait_replicas_a_frozen_replica_fails_only_its_primarys_writes() -> None:
+    with LocalRedisCluster() as cluster:
+        primaries = cluster.primary_ports()
+        owners = slot_owners(primaries[0])
+        keys = {port: key_in_slot_of(port, owners, "acked:") for port in primaries}
+        async with opened(f"{cluster.url}?wait_replicas=1&wait_timeout=300") as router:
+            # Acknowledged by each primary's replica
+            assert [await router.execute(key, "SET", key, 1) for key in keys.values()] == ["OK"] * 3
+            # When the replica of one primary freezes
+            replica = next(node.port for node in cluster.nodes
+                           if node.role == "replica" and int(command(node.port, "ROLE")[2]) == primaries[1])
+            cluster.kill(replica, signal.SIGSTOP)
+            # Then only that primary's writes fail, with ReplicaAckMissing (they did run there)
+            with pytest.raises(ReplicaAckMissing, match="only 0 of 1 replicas within 300 ms"):
+                await router.execute(keys[primaries[1]], "INCR", keys[primaries[1]])
+            assert command(primaries[1], "GET", keys[primaries[1]]) == "2"
+            for port in (primaries[0], primaries[2]):
+                assert await router.execute(keys[port], "INCR", keys[port]) == 2
+
+
 # -- Sentinel ------------------------------------------------------------------------------------------------------
 
 
@@ -552,6 +575,25 @@ async def test_sentinel_commands_go_to_the_primary_the_sentinels_name(sentinel: 
         assert await served_by(router, "k") == sentinel.primary_port()
         assert command(sentinel.primary_port(), "GET", "k") == "v"
         assert [key async for batch in router.scan("*", type_="string") for key in batch] == ["k"]
+    async with opened(sentinel.url.replace("/mymaster/0", "/mymaster/5")) as router:
+        await router.execute("in-5", "SET", "in-5", "yes")
+    with redis.Redis(port=sentinel.primary_port(), db=5, decode_responses=True) as direct:
+        assert direct.get("in-5") == "yes"
+
+
+async def test_sentinel_password_authenticates_to_the_sentinels(sentinel: LocalRedisSentinel) -> None:
+    primary = sentinel.primary_port()  # the fixture cannot ask the sentinels once they want a password
+    for port in sentinel.sentinel_ports:
+        command(port, "ACL", "SETUSER", "default", "on", ">s3ntinel", "allcommands", "allkeys")
+
+    async with opened(f"{sentinel.url}?sentinel_password=s3ntinel") as router:
+        assert await served_by(router, "k") == primary
+        assert "s3ntinel" not in router.description
+    with pytest.raises(StoreUnavailable) as refused:
+        await RedisRouter.open(f"{sentinel.url}?sentinel_password=wr0ng&socket_timeout=1")
+    assert "WRONGPASS" in str(refused.value) and "wr0ng" not in str(refused.value)
+    with pytest.raises(StoreUnavailable, match="NOAUTH"):
+        await RedisRouter.open(f"{sentinel.url}?socket_timeout=1")
 
 
 async def test_sentinel_a_readonly_reply_sends_the_command_to_the_new_primary(sentinel: LocalRedisSentinel) -> None:

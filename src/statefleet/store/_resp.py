@@ -268,7 +268,10 @@ class PipelinedConnection(asyncio.Protocol):
 
     def _settled(self) -> bool:
         """No call waits on this connection any more (its remaining replies, if any, are for timed-out calls)."""
-        return all(f is None or f.done() for f, _, _ in self._waiters) and all(h[0].done() for h in self._held)
+        # From the youngest: it is the likeliest to be still waiting, which ends the walk at once.
+        return all(w[0] is None or w[0].done() for w in reversed(self._waiters)) and all(
+            h[0].done() for h in self._held
+        )
 
     def _check_timeouts(self) -> None:
         if self._lost:
