@@ -131,7 +131,7 @@ class ClusterRouter(RouterBase):
                 raise last or ConnectionClosed(f"no node serves slot {slot} in {self.description}")
             node = ask or self._slots[slot]
             try:
-                conn = await self._connection(node, remaining)
+                conn = await self._connection(node)
             except ConnectionClosed as exc:
                 # Nothing was sent: wait for a map that names a node that answers.
                 last = exc
@@ -163,8 +163,9 @@ class ClusterRouter(RouterBase):
                     self._refresh_soon()
                 raise
 
-    async def _connection(self, node: _Node | None, remaining: float) -> PipelinedConnection:
-        """The node's connection, opened if needed (``ConnectionClosed`` if it cannot be)."""
+    async def _connection(self, node: _Node | None) -> PipelinedConnection:
+        """The node's connection, opened if needed (within the connect timeout; ``ConnectionClosed`` if it cannot
+        be)."""
         if node is None:
             raise ConnectionClosed(f"no node of {self.description} serves this slot (yet)")
         conn = node.conn
@@ -189,7 +190,7 @@ class ClusterRouter(RouterBase):
         return list(await asyncio.gather(*[self._run_on(node, args) for node in self._primaries]))
 
     async def _run_on(self, node: _Node, args: Sequence[Arg]) -> Any:
-        conn = await self._connection(node, self.url.reply_timeout)
+        conn = await self._connection(node)
         try:
             return await conn.execute(*args)
         except ReplyError as exc:
@@ -202,7 +203,7 @@ class ClusterRouter(RouterBase):
         cursor means nothing elsewhere, so ``ConnectionClosed``. A key moved between nodes during the scan
         (resharding) may be missed."""
         for node in list(self._primaries):
-            conn = await self._connection(node, self.url.reply_timeout)
+            conn = await self._connection(node)
             cursor = "0"
             while True:
                 cursor, keys = await conn.execute("SCAN", cursor, "MATCH", match, "COUNT", count, "TYPE", type_)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import ssl
 import time
 from collections import deque
@@ -53,8 +52,8 @@ class ReplicaAckMissing(ConnectionClosed):
 
 
 #: A call waiting for its reply: its future (None for the WAIT that closes a batch), when it was issued (monotonic
-#: seconds) and its deadline.
-_Waiter = tuple["asyncio.Future[Any] | None", float, float]
+#: seconds) and its own timeout (None: the connection's, so that the common call allocates nothing more).
+_Waiter = tuple["asyncio.Future[Any] | None", float, "float | None"]
 
 
 class PipelinedConnection(asyncio.Protocol):
@@ -96,8 +95,8 @@ class PipelinedConnection(asyncio.Protocol):
         #: The packed ``WAIT`` that closes every batch once armed (after the handshake); None: replies go out
         #: as they come.
         self._wait: bytes | None = None
-        #: Replies of the current batch held until its WAIT reply: (future, issued, deadline, reply).
-        self._held: list[tuple[asyncio.Future[Any], float, float, Any]] = []
+        #: Replies of the current batch held until its WAIT reply: (future, issued, timeout, reply).
+        self._held: list[tuple[asyncio.Future[Any], float, float | None, Any]] = []
         #: Replies to the handshake commands given to ``connect``, in order.
         self.handshake_replies: list[Any] = []
 
@@ -188,10 +187,10 @@ class PipelinedConnection(asyncio.Protocol):
         waiters = self._waiters
         held = self._held
         while (reply := reader.gets()) is not False:
-            future, issued, deadline = waiters.popleft()
+            future, issued, timeout = waiters.popleft()
             if future is not None:
                 if not future.done():
-                    held.append((future, issued, deadline, reply))
+                    held.append((future, issued, timeout, reply))
                 continue
             batch, held = held, []
             self._held = held
@@ -235,14 +234,10 @@ class PipelinedConnection(asyncio.Protocol):
         if not self._outbox:
             self._loop.call_soon(self._flush)
         self._outbox.append(hiredis.pack_command(args))  # type: ignore[arg-type]
-        now = time.monotonic()
-        if timeout is None:
-            self._waiters.append((future, now, now + self._reply_timeout))
-        else:
-            if timeout < self._shortest:
-                self._shortest = max(timeout, 0.001)
-                self._watch_every = self._watch_interval(timeout)
-            self._waiters.append((future, now, now + timeout))
+        if timeout is not None and timeout < self._shortest:
+            self._shortest = max(timeout, 0.001)
+            self._watch_every = self._watch_interval(timeout)
+        self._waiters.append((future, time.monotonic(), timeout))
         return future
 
     def retire(self, reason: str) -> None:
@@ -261,7 +256,7 @@ class PipelinedConnection(asyncio.Protocol):
             return
         if self._wait is not None:
             self._outbox.append(self._wait)
-            self._waiters.append((None, time.monotonic(), math.inf))
+            self._waiters.append((None, time.monotonic(), None))
         data = b"".join(self._outbox)
         self._outbox.clear()
         self._transport.write(data)
@@ -279,14 +274,15 @@ class PipelinedConnection(asyncio.Protocol):
         now = time.monotonic()
         waiters = self._waiters
         horizon = now - self._shortest
-        for future, issued, deadline in waiters:
+        default = self._reply_timeout
+        for future, issued, timeout in waiters:
             if issued > horizon:
                 break  # this one and every younger one has time left
-            if future is not None and deadline <= now and not future.done():
-                future.set_exception(self._timed_out(deadline - issued))
-        for future, issued, deadline, _ in self._held:
-            if deadline <= now and not future.done():
-                future.set_exception(self._timed_out(deadline - issued))
+            if future is not None and now - issued >= (default if timeout is None else timeout) and not future.done():
+                future.set_exception(self._timed_out(default if timeout is None else timeout))
+        for future, issued, timeout, _ in self._held:
+            if now - issued >= (default if timeout is None else timeout) and not future.done():
+                future.set_exception(self._timed_out(default if timeout is None else timeout))
         if self._closed is None and waiters and now - waiters[0][1] > self._dead_after:
             logger.warning("no reply from Redis at %s for %.1f s: retiring the connection (new calls get a new one)",
                            self.address, now - waiters[0][1])
