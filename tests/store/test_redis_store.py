@@ -150,9 +150,11 @@ async def test_an_uncontended_turn_is_two_round_trips(store: RedisStore, raw: Re
     calls = await command_calls(raw)
     calls.pop("config|resetstat", None)  # this test's own
     sent = {name: n for name, n in calls.items() if name not in SCRIPT_COMMANDS}
-    # Besides the two scripts, the lease hint's updates (grant, free) went out after their replies, unawaited.
-    assert store.stats.ops["hints"] - hints == 2
-    assert sent == {"evalsha": 4}
+    # Besides the two scripts, the lease hint's updates (grant, free) went out after their replies, unawaited,
+    # together when the turn took less than the hints' flush delay.
+    hint_calls = store.stats.ops["hints"] - hints
+    assert 1 <= hint_calls <= 2
+    assert sent == {"evalsha": 2 + hint_calls}
 
 
 async def test_scripts_are_reloaded_after_a_script_flush(store: RedisStore, raw: Redis) -> None:

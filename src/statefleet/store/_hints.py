@@ -4,8 +4,9 @@ A conversation's scripts touch only its own slot (Redis Cluster refuses anything
 sweeper reads — which conversations' leases are due, across the fleet — is updated here, after each script
 answers: ``add`` when a lease is granted or renewed, ``drop_if_due`` when it is freed, ``add_if_present``
 when a sweep finds a hint early, ``add_if_absent`` when the audit finds messages nobody indexed. The updates
-of one event-loop iteration go out together, one ``hints.lua`` call per shard, without the turn waiting for
-them (no round trip is added to a turn).
+queued within ``FLUSH_DELAY`` go out together, one ``hints.lua`` call per shard, without the turn waiting for
+them (no round trip is added to a turn). At 10,000 turns/s that is ~16 calls per 200 turns instead of two
+per turn.
 
 They are hints: a lost update (a crash between a script and its hint, a failover of the shard's primary) can
 only delay a takeover, never break a guarantee — reclaim.lua decides from the conversation itself. What each
@@ -22,6 +23,9 @@ from ._redis_keys import hint_key_of
 
 log = logging.getLogger("statefleet.store")
 
+#: Seconds hint updates wait to be sent together: small beside a lease TTL (seconds), large beside a turn.
+FLUSH_DELAY = 0.01
+
 
 class _Sender(Protocol):
     async def send_hints(self, shard: str, args: list[str]) -> None: ...
@@ -33,6 +37,7 @@ class HintWriter:
     def __init__(self, sender: _Sender) -> None:
         self._sender = sender
         self._pending: dict[str, list[str]] = {}
+        self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         #: Updates that could not be sent (logged; the heartbeat and the audit repair them).
         self.failed = 0
@@ -55,13 +60,16 @@ class HintWriter:
 
     def _queue(self, op: str, member: str, score: int | str) -> None:
         pending = self._pending
-        if not pending:
-            asyncio.get_running_loop().call_soon(self.flush)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(FLUSH_DELAY, self.flush)
         pending.setdefault(hint_key_of(member), []).extend((op, member, str(score)))
 
     def flush(self) -> None:
         """Send the updates queued so far now. A read of the hints that calls this first sees them: the sends
         start before the read's commands, on the same connection as the shard's."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         batches, self._pending = self._pending, {}
         for shard, args in batches.items():
             task = asyncio.ensure_future(self._send(shard, args))
