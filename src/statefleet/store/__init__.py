@@ -3,7 +3,10 @@
 - ``memory://`` — one process, nothing persisted.
 - ``sqlite:///relative/state.db`` or ``sqlite:////absolute/state.db`` — the embedded default; several
   processes on one machine share the file.
-- ``redis://[:password@]host:port/db`` and ``rediss://`` — production.
+- ``redis://[:password@]host:port/db`` and ``rediss://`` (TLS) — production, one Redis.
+- ``redis+sentinel://[:password@]h1:26379,h2:26379/<master>/<db>`` — a primary with replicas, failed over
+  by Redis Sentinel.
+- ``redis+cluster://[:password@]h1:7000,h2:7001/`` — Redis Cluster. ``rediss+`` for TLS on either.
 """
 
 from __future__ import annotations
@@ -69,7 +72,8 @@ def redact_url(url: str) -> str:
     return f"{scheme}{sep}{netloc}{tail}"
 
 
-SCHEMES = ("memory", "sqlite", "redis", "rediss", "unix")
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster")
+SCHEMES = ("memory", "sqlite", *REDIS_SCHEMES)
 
 
 def check_store_url(url: object) -> str:
@@ -82,7 +86,7 @@ def check_store_url(url: object) -> str:
     if scheme not in SCHEMES:
         raise InvalidStoreUrl(
             f"unknown store scheme {scheme!r} in {redact_url(url)!r}; "
-            "use memory://, sqlite:///path/state.db, redis:// or rediss://"
+            "use memory://, sqlite:///path/state.db, redis://, rediss://, redis+sentinel:// or redis+cluster://"
         )
     return url
 
@@ -102,7 +106,7 @@ async def open_store(url: str) -> Store:
         from .sqlite import SQLiteStore
 
         store = await SQLiteStore.open(url)
-    elif scheme in ("redis", "rediss", "unix"):
+    elif scheme in REDIS_SCHEMES:
         from .redis import RedisStore
 
         store = await RedisStore.open(url)
