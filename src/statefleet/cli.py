@@ -33,7 +33,8 @@ def _at_least_one(_ctx: click.Context, param: click.Parameter, value: int) -> in
 @main.command()
 @click.argument("app", envvar="STATEFLEET_APP")
 @click.option("--store", envvar="STATEFLEET_STORE", default="sqlite:///.statefleet/state.db", show_default=True,
-              help="State store URL: sqlite:///path, redis://host:port/db, rediss://..., memory://")
+              help="State store URL: sqlite:///path, redis://host:port/db, rediss://..., "
+                   "redis+sentinel://s1:26379,s2:26379/mymaster/0, redis+cluster://n1:7000,n2:7000/, memory://")
 @click.option("--host", envvar="STATEFLEET_HOST", default="127.0.0.1", show_default=True)
 @click.option("--port", envvar="STATEFLEET_PORT", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--workers", envvar="STATEFLEET_WORKERS", type=click.IntRange(1, 256), default=1, show_default=True,
