@@ -20,7 +20,7 @@ RESULTS = Path(__file__).with_name("results")
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("which", nargs="?", default="all",
-                        choices=["engine", "http", "asgi", "observability", "overload", "soak", "all"])
+                        choices=["engine", "http", "asgi", "observability", "overload", "failover", "soak", "all"])
     parser.add_argument("--quick", action="store_true", help="short runs (smoke check, not for figures)")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
@@ -49,6 +49,10 @@ def main() -> None:
         from . import overload
 
         report("overload" + ("-quick" if quick else ""), {**meta, **overload.run(quick=args.quick)})
+    if args.which == "failover":
+        from . import failover
+
+        report("failover" + ("-quick" if quick else ""), {**meta, **failover.run(quick=quick)})
     if args.which == "soak":
         from . import soak
 
