@@ -1,10 +1,15 @@
 """The ``statefleet`` command. Every option also reads a ``STATEFLEET_*`` environment variable.
 
-Exit codes: 0 ok, 2 bad usage or configuration, 3 startup failure (store unreachable, port taken).
+Exit codes: 0 ok, 2 bad usage or configuration (including a command whose extra is not installed), 3 startup
+failure (store unreachable, port taken).
+
+``pip install statefleet`` is the runtime (``serve``, ``demo``); ``loadtest``, ``mock-llm`` and ``status`` need
+the ``loadtest`` extra, and say so when it is missing.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 
@@ -15,6 +20,10 @@ from .observability.logs import configure_logging
 
 EXIT_CONFIG = 2
 EXIT_STARTUP = 3
+
+LOADTEST_EXTRA = "pip install 'statefleet[loadtest]'"
+#: The distribution behind each module a tool command needs beyond the base install.
+_DISTRIBUTIONS = {"aiohttp": "aiohttp", "hdrh": "hdrhistogram", "matplotlib": "matplotlib", "rich": "rich"}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "STATEFLEET"})
@@ -93,6 +102,7 @@ def demo(users: int, keep: bool) -> None:
               help="Seconds between samples.")
 def status(url: str, once: bool, interval: float) -> None:
     """A live view of the fleet behind URL (any instance): instances, versions, load, latency, takeovers."""
+    _require_extra("status", "the status view", ("rich",))
     import httpx
 
     from .status import run_status
@@ -104,13 +114,60 @@ def status(url: str, once: bool, interval: float) -> None:
         sys.exit(EXIT_STARTUP)
 
 
-def _register_tool_commands() -> None:
-    # Defined in their own packages; their heavy imports wait until the command runs.
-    from .loadtest.cli import loadtest
-    from .mockllm import mock_llm
+def _missing_modules(modules: tuple[str, ...]) -> list[str]:
+    """The distributions behind ``modules`` that are not installed (looked up without importing them)."""
+    missing = []
+    for module in modules:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ImportError:  # an import hook that refuses the module
+            found = False
+        if not found:
+            missing.append(_DISTRIBUTIONS.get(module, module))
+    return missing
 
-    main.add_command(loadtest)
-    main.add_command(mock_llm)
+
+def _refuse_without_extra(command: str, what: str, missing: list[str]) -> None:
+    click.echo(f"statefleet {command} needs {what}'s dependencies ({', '.join(missing)} not installed): "
+               f"{LOADTEST_EXTRA}", err=True)
+    sys.exit(EXIT_CONFIG)
+
+
+def _require_extra(command: str, what: str, modules: tuple[str, ...]) -> None:
+    """Exit with the install command when a module ``command`` needs is not installed."""
+    missing = _missing_modules(modules)
+    if missing:
+        _refuse_without_extra(command, what, missing)
+
+
+def _needs_extra(command: str, what: str, missing: list[str]) -> click.Command:
+    """Stands in for ``command`` when its extra is missing: whatever the arguments, it names the extra."""
+
+    @click.command(command, add_help_option=False, short_help=f"Not installed: {LOADTEST_EXTRA}",
+                   context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    def needs_extra() -> None:
+        _refuse_without_extra(command, what, missing)
+
+    return needs_extra
+
+
+def _register_tool_commands() -> None:
+    # Defined in their own packages; their heavy imports wait until the command runs. Without the loadtest
+    # extra they are not imported at all (mockllm imports hdrhistogram): a stand-in names the extra instead.
+    missing = _missing_modules(("aiohttp", "hdrh", "matplotlib"))
+    if missing:
+        main.add_command(_needs_extra("loadtest", "the load tester", missing))
+    else:
+        from .loadtest.cli import loadtest
+
+        main.add_command(loadtest)
+    missing = _missing_modules(("aiohttp", "hdrh"))
+    if missing:
+        main.add_command(_needs_extra("mock-llm", "the mock LLM", missing))
+    else:
+        from .mockllm import mock_llm
+
+        main.add_command(mock_llm)
 
 
 _register_tool_commands()
