@@ -66,6 +66,11 @@ def _at_least_one(_ctx: click.Context, param: click.Parameter, value: int) -> in
               help="Requests each worker serves at once (waiting for a reply, streaming, or accepted with "
                    "wait=false and still running); more get 503 + Retry-After at once. Sized from measured "
                    "capacity; see 'Sizing the in-flight limit' in docs/operations.md.")
+@click.option("--request-id-idempotency/--no-request-id-idempotency", envvar="STATEFLEET_REQUEST_ID_IDEMPOTENCY",
+              default=True, show_default=True,
+              help="A message posted without an Idempotency-Key takes the request's x-request-id (set once by "
+                   "Envoy/Istio at the edge and kept on its retries) as its key, so a retried POST never runs a "
+                   "second turn; see docs/api.md.")
 @click.option("--handler-threads", envvar="STATEFLEET_HANDLER_THREADS", type=click.IntRange(1, 1024), default=1,
               show_default=True,
               help="Threads each worker runs plain `def` handlers on (async handlers run on the event loop). "
@@ -73,14 +78,15 @@ def _at_least_one(_ctx: click.Context, param: click.Parameter, value: int) -> in
                    "block on I/O.")
 def serve(app: str, store: str, host: str, port: int, workers: int, drain_timeout: float, lease_ttl: float,
           advertise: str | None, log_level: str, metrics: bool, tune_gc: bool, max_in_flight: int,
-          handler_threads: int) -> None:
+          request_id_idempotency: bool, handler_threads: int) -> None:
     """Serve the agent APP (module:agent or path/to/file.py:agent) over HTTP, SSE and WebSocket."""
     from .server.runner import ServeOptions, run
 
     configure_logging(log_level)
     options = ServeOptions(app=app, store=store, max_in_flight=max_in_flight, host=host, port=port,
                            workers=workers, drain_timeout=drain_timeout, lease_ttl=lease_ttl, advertise=advertise,
-                           log_level=log_level, metrics=metrics, tune_gc=tune_gc, handler_threads=handler_threads)
+                           log_level=log_level, metrics=metrics, tune_gc=tune_gc, handler_threads=handler_threads,
+                           request_id_idempotency=request_id_idempotency)
     _exit(lambda: run(options))
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import errors
 from .._json import dumps
-from .._validation import DEFAULT_TENANT
+from .._validation import DEFAULT_TENANT, IDEMPOTENCY_KEY
 from ..agent import DOUBLE_TEXTING_POLICIES
 from ..engine import Engine, TurnResult
 from ..store.base import JSONObject
@@ -24,12 +24,31 @@ log = logging.getLogger(__name__)
 _TRUE = frozenset(("true", "1", "yes"))
 _FALSE = frozenset(("false", "0", "no"))
 _REPLAYED = [(b"idempotent-replayed", b"true")]
+#: Keys taken from x-request-id are set apart from the Idempotency-Keys clients choose.
+REQUEST_ID_KEY_PREFIX = "x-request-id:"
 
 
 def tenant_of(scope: Scope) -> str:
     """The X-Tenant header (validated by the engine; an empty one is an error), or the default tenant."""
     tenant = header(scope, b"x-tenant")
     return DEFAULT_TENANT if tenant is None else tenant
+
+
+def idempotency_key_of(scope: Scope, from_request_id: bool) -> str | None:
+    """The Idempotency-Key header; without one, the x-request-id (``from_request_id``) as ``x-request-id:<id>``.
+
+    A proxy that retries a POST (Envoy, Istio) replays it with the x-request-id it set once at the edge, so the
+    retry finds the first attempt's receipt instead of running a second turn. An x-request-id that cannot make
+    a key (too long, spaces) is ignored: the client did not ask for idempotency, so its message is not refused.
+    """
+    key = header(scope, b"idempotency-key")
+    if key is not None or not from_request_id:
+        return key
+    request_id = header(scope, b"x-request-id")
+    if request_id is None:
+        return None
+    key = REQUEST_ID_KEY_PREFIX + request_id
+    return key if IDEMPOTENCY_KEY.match(key) else None
 
 
 def message_fields(body: dict[str, Any]) -> tuple[Any, Any, Any]:
@@ -69,7 +88,7 @@ class ConversationRoutes:
         options: dict[str, Any] = {
             "tenant": tenant,
             "metadata": metadata,
-            "idempotency_key": header(scope, b"idempotency-key"),
+            "idempotency_key": idempotency_key_of(scope, state.settings.request_id_idempotency),
             "double_texting": policy,
             "timeout": state.settings.turn_timeout,
         }

@@ -78,6 +78,8 @@ class ServeOptions:
     #: Threads that run plain ``def`` handlers (the event loop's default executor). One: Python computes on one
     #: core at a time, and every further thread that computes starves the event loop of the GIL.
     handler_threads: int = 1
+    #: A message without an Idempotency-Key takes the request's x-request-id as its key.
+    request_id_idempotency: bool = True
 
     def __repr__(self) -> str:
         from ..store import redact_url
@@ -97,6 +99,7 @@ def build_app(options: ServeOptions) -> StatefleetApp:
         drain_timeout=options.drain_timeout,
         advertise_address=options.advertise or (f"{options.host}:{options.port}" if options.port else None),
         metrics=options.metrics,
+        request_id_idempotency=options.request_id_idempotency,
     )
     return create_app(agent, options.store, settings)
 

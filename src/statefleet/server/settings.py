@@ -34,6 +34,9 @@ class ServerSettings:
     ready_timeout: float = 2.0
     #: The address peers reach this instance at (host:port); None: the address the request came in on.
     advertise_address: str | None = None
+    #: A message posted without an ``Idempotency-Key`` takes the request's ``x-request-id`` (set once by
+    #: Envoy/Istio at the edge and kept on its retries) as its key, so a proxy's retry never runs a second turn.
+    request_id_idempotency: bool = True
     #: Export Prometheus metrics at ``/metrics`` (see docs/observability.md).
     metrics: bool = True
     #: OpenTelemetry tracing: None follows the OTEL_* variables (off unless they name an exporter).

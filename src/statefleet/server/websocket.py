@@ -2,7 +2,9 @@
 
 The client sends ``{"text", "metadata"?, "idempotency_key"?, "double_texting"?}`` frames; for each, the server
 sends ``{"type": "token", ...}`` frames as the handler emits them, then ``{"type": "reply", ...}``. A bad
-frame gets ``{"type": "error", "error": {"code", "message"}}`` and the socket stays open.
+frame gets ``{"type": "error", "error": {"code", "message"}}`` and the socket stays open. A frame's
+``idempotency_key`` is its only key: the handshake's ``x-request-id`` is one for the many messages of the socket,
+and a proxy never replays a frame.
 """
 
 from __future__ import annotations
