@@ -46,6 +46,9 @@ import celpy.celtypes as cel
 import jsonschema
 import kubernetes_validate
 import yaml
+from celpy.adapter import json_to_cel
+from celpy.celparser import CELParseError
+from celpy.evaluation import CELEvalError
 from packaging.version import Version
 from referencing import Registry, Resource
 
@@ -481,7 +484,7 @@ def to_cel(value: Any, schema: Mapping[str, Any]) -> Any:
             return cel.DurationType(value)
         if fmt in ("date", "date-time"):
             return cel.TimestampType(datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC))
-    return celpy.json_to_cel(value)
+    return json_to_cel(value)
 
 
 @dataclass(frozen=True)
@@ -500,7 +503,7 @@ class CelOutcome:
 
 def _evaluate(rule: str, self_value: Any) -> Any:
     result = _cel_program(rule).evaluate({"self": self_value})
-    if isinstance(result, celpy.CELEvalError):
+    if isinstance(result, CELEvalError):
         raise result
     return result
 
@@ -527,7 +530,7 @@ def evaluate_cel_rules(value: Any, schema: Mapping[str, Any], path: list[Any] | 
         self_value = to_cel(value, schema)
         try:
             result = _evaluate(rule, self_value)
-        except (celpy.CELEvalError, celpy.CELParseError, TypeError, ValueError) as error:
+        except (CELEvalError, CELParseError, TypeError, ValueError) as error:
             outcome.problems.append(f"{where}: CEL rule {rule!r} could not be evaluated: {error}")
             continue
         if result is True or result == cel.BoolType(True):
@@ -539,7 +542,7 @@ def evaluate_cel_rules(value: Any, schema: Mapping[str, Any], path: list[Any] | 
         if spec.get("messageExpression"):
             try:
                 message = str(_evaluate(spec["messageExpression"], self_value))
-            except (celpy.CELEvalError, celpy.CELParseError, TypeError, ValueError):
+            except (CELEvalError, CELParseError, TypeError, ValueError):
                 pass
         reason = f" [{spec['reason']}]" if spec.get("reason") else ""
         outcome.problems.append(f"{where}: {message}{reason} (CEL rule: {' '.join(rule.split())})")
