@@ -121,7 +121,7 @@ def base_install_env(tmp_path: Path) -> dict[str, str]:
     site = tmp_path / "blocker"
     site.mkdir()
     (site / "sitecustomize.py").write_text(BLOCKER)
-    return {"PYTHONPATH": str(site)}
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
 
 
 def run_python(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
