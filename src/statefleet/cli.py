@@ -157,6 +157,38 @@ def _needs_extra(command: str, what: str, missing: list[str]) -> click.Command:
     return needs_extra
 
 
+@main.group()
+def k8s() -> None:
+    """Kubernetes manifests for a fleet, rendered from one config file (docs/kubernetes.md)."""
+
+
+@k8s.command("render")
+@click.option("--config", "config_file", required=True, type=click.Path(dir_okay=False),
+              help="The fleet config (see deploy/statefleet.yaml).")
+@click.option("--out", required=True,
+              help="A directory to write (kustomization.yaml + one file per object), or - for one multi-document "
+                   "YAML on stdout.")
+def k8s_render(config_file: str, out: str) -> None:
+    """Render every object of the fleet described in --config; nothing is sent to a cluster."""
+    from pathlib import Path
+
+    def run() -> int:
+        try:
+            from .k8s import load_config, render, render_stream, write_directory
+        except ModuleNotFoundError as exc:
+            raise ConfigError(f"statefleet k8s render needs the {exc.name} package: "
+                              f"pip install 'pydantic>=2' 'pyyaml>=6'") from None
+        objects = render(load_config(config_file))
+        if out == "-":
+            click.echo(render_stream(objects), nl=False)
+        else:
+            written = write_directory(objects, Path(out))
+            click.echo(f"statefleet: wrote {len(written)} files to {out} (kubectl apply -k {out})", err=True)
+        return 0
+
+    _exit(run)
+
+
 def _register_tool_commands() -> None:
     # Defined in their own packages; their heavy imports wait until the command runs. Without the loadtest
     # extra they are not imported at all (mockllm imports hdrhistogram): a stand-in names the extra instead.

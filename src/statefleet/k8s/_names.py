@@ -115,6 +115,11 @@ def image(text: str) -> str:
     return text
 
 
+def has_digest(reference: str) -> bool:
+    """Whether an image reference pins a digest (``…@sha256:…``)."""
+    return "@" in reference
+
+
 def cidr(text: str) -> str:
     """An IPv4 or IPv6 network in CIDR notation, host bits zero."""
     try:

@@ -46,13 +46,16 @@ def describe(error: Any) -> str:
     """One pydantic error as ``path: message``, with the tag of a tagged union left out of the path."""
     raw = tuple(error["loc"])
     loc = _without_tags(raw)
+    if loc and loc[-1] == "[key]":
+        loc = loc[:-2]  # a mapping's key is refused: the message names it, the path names the mapping
     path = field_path(loc)
     kind = error["type"]
     if kind == "extra_forbidden":
         allowed = allowed_keys(raw[:-1])
         hint = ""
         if allowed:
-            close = difflib.get_close_matches(str(raw[-1]), allowed, n=1)
+            close = difflib.get_close_matches(str(raw[-1]), allowed, n=1) or [
+                key for key in allowed if _common_prefix(key, str(raw[-1])) >= 4]
             hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of: {', '.join(allowed)}"
         return f"{path}: unknown key{hint}"
     if kind == "missing":
@@ -65,12 +68,18 @@ def describe(error: Any) -> str:
     return f"{path}: {message}" if path else message
 
 
+def _common_prefix(a: str, b: str) -> int:
+    return next((index for index, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+
 def field_path(loc: tuple[Any, ...]) -> str:
     """``("versions", 1, "weight")`` → ``versions[1].weight``."""
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif not str(part).isidentifier():
+            out += f"[{str(part)!r}]"  # a mapping's key (a label, an environment variable)
         else:
             out += f".{part}" if out else str(part)
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import _checkov
 from .config import FleetConfig, SelfHostedRedis
 from .manifest import Manifest, manifest
 from .names import REDIS_PORT, metadata, redis_labels, redis_name, redis_selector
@@ -96,5 +97,7 @@ def stateful_set(config: FleetConfig) -> Manifest:
         "volumeClaimTemplates": [{"metadata": {"name": "data", "labels": redis_labels(config)}, "spec": claim_spec}],
         "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
     }
+    skips = _checkov.pod_skips([redis.image], redis.resources.limits.cpu)
     return manifest("apps/v1", "StatefulSet", metadata(redis_name(config), config.agent.namespace,
-                                                      redis_labels(config)), spec=spec)
+                                                      redis_labels(config), _checkov.skip_annotations(skips)),
+                    spec=spec)

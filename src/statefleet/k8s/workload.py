@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import mesh_gateway_api, mesh_istio
+from . import _checkov, mesh_gateway_api, mesh_istio
 from .config import FleetConfig, GatewayApi, Istio, Version
 from .manifest import Manifest, manifest
 from .names import (
@@ -99,7 +99,9 @@ def deployment(config: FleetConfig, version: Version) -> Manifest:
         "template": {"metadata": {"labels": pod_labels, "annotations": pod_annotations},
                      "spec": pod_spec(config, version)},
     }
-    return manifest("apps/v1", "Deployment", metadata(version_name(config, version), config.agent.namespace, labels),
+    skips = _checkov.pod_skips([version.image], config.server.resources.limits.cpu)
+    return manifest("apps/v1", "Deployment", metadata(version_name(config, version), config.agent.namespace, labels,
+                                                      _checkov.skip_annotations(skips)),
                     spec=spec)
 
 
