@@ -1,7 +1,10 @@
-"""Run the benchmarks: ``python -m benchmarks [engine|http|asgi|observability|overload|soak|all] [--quick]``.
+"""Run the benchmarks: ``python -m benchmarks [engine|http|asgi|observability|overload|recovery|soak|all] [--quick]``.
 
 ``soak`` (the fault suite for 10 minutes; ``python -m benchmarks.soak`` takes more options) is not part of
-``all``. Results go to benchmarks/results/."""
+``all``. ``engine --against REF`` measures the engine's throughput on this checkout against commit REF instead
+(alternately, in the same run; ``benchmarks/against.py``). ``recovery [--conversations N]`` kills -9 an
+instance holding N leases and times the two survivors' takeover (``benchmarks/recovery.py``, ~15 s; part of
+``all``). Results go to benchmarks/results/."""
 
 from __future__ import annotations
 
@@ -20,14 +23,29 @@ RESULTS = Path(__file__).with_name("results")
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("which", nargs="?", default="all",
-                        choices=["engine", "http", "asgi", "observability", "overload", "failover", "soak", "all"])
+                        choices=["engine", "http", "asgi", "observability", "overload", "recovery", "failover", "soak",
+                                 "all"])
     parser.add_argument("--quick", action="store_true", help="short runs (smoke check, not for figures)")
+    parser.add_argument("--against", metavar="REF",
+                        help="engine only: measure this checkout's engine throughput against git commit REF")
+    parser.add_argument("--conversations", type=int, default=None, metavar="N",
+                        help="recovery only: leases the killed instance holds (default 10,000; 1,000 with --quick)")
     args = parser.parse_args()
+    if args.against is not None and args.which != "engine":
+        parser.error("--against goes with engine only")
+    if args.conversations is not None and args.which != "recovery":
+        parser.error("--conversations goes with recovery only")
     RESULTS.mkdir(exist_ok=True)
     quick = args.quick
     meta = {"quick": quick, "when": time.strftime("%Y-%m-%d %H:%M:%S"), "python": platform.python_version(),
             "machine": platform.machine(), "cpus": __import__("os").cpu_count(), **machine()}
-    if args.which in ("engine", "all"):
+    if args.which == "engine" and args.against is not None:
+        from . import against
+
+        result = against.run(args.against, seconds=1.0 if quick else 5.0, rounds=2 if quick else 10,
+                             warmup=0.5 if quick else 1.0)
+        report(f"engine-against-{args.against.replace('/', '_')}" + ("-quick" if quick else ""), {**meta, **result})
+    elif args.which in ("engine", "all"):
         from . import engine
 
         result = asyncio.run(engine.run(seconds=1.0 if args.quick else 3.0, rounds=1 if args.quick else 3,
@@ -49,6 +67,12 @@ def main() -> None:
         from . import overload
 
         report("overload" + ("-quick" if quick else ""), {**meta, **overload.run(quick=args.quick)})
+    if args.which in ("recovery", "all"):
+        from . import recovery
+
+        conversations = args.conversations or (1_000 if quick else 10_000)
+        result = asyncio.run(recovery.run(conversations=conversations))
+        report("recovery" + ("-quick" if quick else ""), {**meta, **result})
     if args.which == "failover":
         from . import failover
 
