@@ -181,9 +181,12 @@ def k8s_render(config_file: str, out: str) -> None:
         objects = render(load_config(config_file))
         if out == "-":
             click.echo(render_stream(objects), nl=False)
-        else:
+            return 0
+        try:
             written = write_directory(objects, Path(out))
-            click.echo(f"statefleet: wrote {len(written)} files to {out} (kubectl apply -k {out})", err=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot write the manifests to {out!r}: {exc.strerror or exc}") from None
+        click.echo(f"statefleet: wrote {len(written)} files to {out} (kubectl apply -k {out})", err=True)
         return 0
 
     _exit(run)

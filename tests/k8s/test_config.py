@@ -125,3 +125,21 @@ def test_the_cli_exits_2_naming_the_field(tmp_path: Any) -> None:
 def test_the_cli_exits_2_on_a_missing_file(tmp_path: Any) -> None:
     done = statefleet("k8s", "render", "--config", str(tmp_path / "nope.yaml"), "--out", "-")
     assert done.returncode == 2 and "cannot read the config" in done.stderr and "nope.yaml" in done.stderr
+
+
+def test_whole_numbers_are_taken_as_the_text_kubernetes_wants() -> None:
+    config = config_of(changed(example(), {"server.resources.requests.cpu": 2,
+                                           "monitoring.dashboard": {"labels": {"grafana_dashboard": 1}},
+                                           "server.env": {"WORKER_COUNT": 3}}))
+    assert config.server.resources.requests.cpu == "2"
+    assert config.monitoring.dashboard.labels == {"grafana_dashboard": "1"}
+    assert config.server.env == {"WORKER_COUNT": "3"}
+    with pytest.raises(ConfigError, match=r"monitoring.dashboard.labels.grafana_dashboard: .*got True"):
+        config_of(changed(example(), {"monitoring.dashboard": {"labels": {"grafana_dashboard": True}}}))
+
+
+def test_the_cli_exits_2_when_it_cannot_write(tmp_path: Any) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory\n")
+    done = statefleet("k8s", "render", "--config", str(EXAMPLE), "--out", str(blocker / "k8s"))
+    assert done.returncode == 2 and "cannot write the manifests" in done.stderr, done.stderr

@@ -11,11 +11,29 @@ import ipaddress
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from . import _names
 from ._quantity import check_bytes, check_cpu, parse_quantity
 
+
+def _whole_number_as_text(value: Any) -> Any:
+    """YAML reads ``cpu: 1`` or ``grafana_dashboard: 1`` as a number; Kubernetes wants the text."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:g}" if isinstance(value, float) else str(value)
+    return value
+
+
+Text = Annotated[str, BeforeValidator(_whole_number_as_text)]
 DnsLabel = Annotated[str, AfterValidator(_names.dns_label)]
 DnsSubdomain = Annotated[str, AfterValidator(_names.dns_subdomain)]
 Hostname = Annotated[str, AfterValidator(_names.hostname)]
@@ -24,10 +42,10 @@ EnvName = Annotated[str, AfterValidator(_names.env_name)]
 HttpToken = Annotated[str, AfterValidator(_names.http_token)]
 Image = Annotated[str, AfterValidator(_names.image)]
 Cidr = Annotated[str, AfterValidator(_names.cidr)]
-Cpu = Annotated[str, AfterValidator(check_cpu)]
-Bytes = Annotated[str, AfterValidator(check_bytes)]
+Cpu = Annotated[Text, AfterValidator(check_cpu)]
+Bytes = Annotated[Text, AfterValidator(check_bytes)]
 LabelKey = Annotated[str, AfterValidator(_names.label_key)]
-LabelValue = Annotated[str, AfterValidator(_names.label_value)]
+LabelValue = Annotated[Text, AfterValidator(_names.label_value)]
 Labels = dict[LabelKey, LabelValue]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -156,7 +174,7 @@ class Server(Model):
     resources: Resources = Field(
         default=Resources(requests=ResourceList(cpu="500m", memory="512Mi"), limits=ResourceList(memory="1Gi")),
         description="Per pod; size from docs/scaling.md.")
-    env: dict[EnvName, str] = Field(default={}, description="Extra plain environment variables (never secrets).")
+    env: dict[EnvName, Text] = Field(default={}, description="Extra plain environment variables (never secrets).")
     secret_env: dict[EnvName, SecretRef] = Field(
         default={}, description="Environment variables read from Secrets (e.g. an LLM API key).")
 
