@@ -71,6 +71,8 @@ class SecretRef(Model):
 
 
 class ResourceList(Model):
+    """CPU and memory, as Kubernetes quantities."""
+
     cpu: Cpu | None = Field(default=None, description="CPU cores (500m, 2).")
     memory: Bytes | None = Field(default=None, description="Memory (512Mi, 2Gi).")
 
@@ -132,6 +134,8 @@ class Agent(Model):
 
 
 class ReplicaRange(Model):
+    """The autoscaler's bounds for one version."""
+
     min: int = Field(ge=1, description="Never fewer (at least 1: a version must have a live instance to serve "
                                        "the conversations pinned to it).")
     max: int = Field(ge=1, le=10_000, description="Never more.")
@@ -371,6 +375,8 @@ class NoMesh(Model):
 
 
 class AutoscalingBase(Model):
+    """The targets and pace shared by KEDA and the HPA."""
+
     in_flight_per_pod: int = Field(default=150, ge=1,
                                    description="Target turns in flight per pod (statefleet_turns_in_flight).")
     backlog_per_pod: int = Field(default=200, ge=1,
@@ -403,6 +409,8 @@ class Hpa(AutoscalingBase):
 
 
 class Dashboard(Model):
+    """Where the Grafana dashboard's ConfigMap goes, and the label Grafana's sidecar looks for."""
+
     namespace: DnsLabel | None = Field(default=None,
                                        description="Where Grafana's sidecar looks (default: the agent's).")
     labels: Labels = Field(default={"grafana_dashboard": "1"}, description="The label Grafana's sidecar selects.")
