@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
+from statefleet.errors import StoreUnavailable
 from statefleet.store import AcceptKind, ConversationKey, InboundMessage, Limits, TurnCommit
 from statefleet.store._redis_keys import EPOCH_KEYS, HINT_KEYS, conversation_keys, hint_key_of
 from statefleet.store.redis import RedisStore
@@ -156,3 +157,27 @@ async def test_a_partly_lost_epoch_changes_once_for_every_instance(store: RedisS
     changed = await store.fleet_epoch("e3")
     assert changed != first and "e1" in changed.split("+")
     assert await store.fleet_epoch("e4") == changed
+
+
+async def test_an_accept_whose_reply_was_lost_is_found_after_its_lease_expires(redis_url: str) -> None:
+    # Given an accept that ran on Redis but whose reply never came back (here: the reply timed out)
+    store = await RedisStore.open(redis_url + "?socket_timeout=0.2")
+    raw = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        busy = ("local t = redis.call('TIME') local stop = t[1] * 1e6 + t[2] + 400000 "
+                "repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] >= stop return 1")
+        slow = asyncio.create_task(raw.eval(busy, 0))  # the server is busy for 0.4 s
+        await asyncio.sleep(0.05)
+        with pytest.raises(StoreUnavailable):
+            await store.accept(key(1), msg("one"), version="v1", owner="A", policy="enqueue", limits=LIMITS)
+        await slow  # the server was busy: the accept ran after its caller gave up
+        assert (await raw.hget(conversation_keys(key(1)).meta, "o")) == "A"
+        # Then the conversation is marked due, and once its lease expires the sweeper takes it over
+        assert await hint(store, raw, key(1)) is not None
+        await asyncio.sleep(LIMITS.lease_ttl + 0.05)
+        assert key(1) in await store.expired_leases(100)
+        work = await store.reclaim(key(1), owner="B", limits=LIMITS)
+        assert work is not None and work.previous_owner == "A"
+    finally:
+        await raw.aclose()
+        await store.close()

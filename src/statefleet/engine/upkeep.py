@@ -22,6 +22,8 @@ from .settings import EngineSettings, EngineStats
 
 #: Renewals sent in one go by the heartbeat (all pipelined).
 _RENEW_BATCH = 2000
+#: Sweeps run back to back at most, while each finds due hints.
+_SWEEPS_IN_A_ROW = 20
 
 log = logging.getLogger("statefleet.turns")  # the engine's logger (named when it was turns.py): operators filter on it
 
@@ -147,7 +149,8 @@ class Upkeep:
         while True:
             await asyncio.sleep(min(interval / 2, 0.25))
             now = time.monotonic()
-            due = [r for r in self._running.values() if now - r.renewed_at >= interval]
+            due = sorted((r for r in self._running.values() if now - r.renewed_at >= interval),
+                         key=lambda r: r.renewed_at)  # the oldest first, should a pass take long
             # All at once: the store sends them pipelined, one write per node, however many leases we hold.
             for start in range(0, len(due), _RENEW_BATCH):
                 await asyncio.gather(*[self._renew(running) for running in due[start:start + _RENEW_BATCH]])
@@ -155,6 +158,7 @@ class Upkeep:
     async def _renew(self, running: Running) -> None:
         key = running.lease.key
         message_id = running.message_id
+        sent = time.monotonic()  # the new expiry counts from about now, however long the reply takes
         try:
             outcome = await self._store.renew(running.lease, limits=self._limits)
         except errors.StoreUnavailable as exc:
@@ -165,7 +169,7 @@ class Upkeep:
             return
         if self._running.get(key) is not running or running.message_id != message_id:
             return  # the turn committed meanwhile (and may have freed the lease): nothing to say
-        running.renewed_at = time.monotonic()
+        running.renewed_at = sent
         if not outcome.kept:
             log.warning("lost the lease of conversation %r (token %d); stopping its turn",
                         str(key), running.lease.token)
@@ -180,8 +184,12 @@ class Upkeep:
         batch = self._settings.sweep_batch
         while True:
             await asyncio.sleep(self._settings.sweep_interval)
-            while await self._sweep(batch) >= batch:
-                pass  # a full batch: more may be due (a big instance died), so go again at once
+            # While sweeps find due hints, go again at once: a big instance died, and its leases expire over the
+            # second its heartbeat took to renew them all. Bounded, so stubborn hints cannot spin the loop.
+            for _ in range(_SWEEPS_IN_A_ROW):
+                if not await self._sweep(batch):
+                    break
+                await asyncio.sleep(0)
 
     async def _audit_forever(self) -> None:
         while True:

@@ -25,6 +25,10 @@ log = logging.getLogger("statefleet.store")
 
 #: Seconds hint updates wait to be sent together: small beside a lease TTL (seconds), large beside a turn.
 FLUSH_DELAY = 0.01
+#: A batch that could not be sent is tried again this many times, this many seconds apart (every update is
+#: safe to apply late: a late score is an earlier one than the truth, and a late drop only drops earlier ones).
+RETRIES = 5
+RETRY_EVERY = 1.0
 
 
 class _Sender(Protocol):
@@ -77,15 +81,26 @@ class HintWriter:
             task.add_done_callback(self._tasks.discard)
 
     async def _send(self, shard: str, args: list[str]) -> None:
-        try:
-            await self._sender.send_hints(shard, args)
-        except Exception as exc:  # a hint is not worth failing anything for: the repair paths cover it
-            self.failed += len(args) // 3
-            log.warning("could not update %d lease hint(s) in %s: %s; renewals and the audit repair them",
-                        len(args) // 3, shard, exc)
+        for attempt in range(RETRIES + 1):
+            try:
+                await self._sender.send_hints(shard, args)
+                return
+            except Exception as exc:  # a hint is not worth failing anything for: the repair paths cover it
+                if attempt == RETRIES:
+                    self.failed += len(args) // 3
+                    log.warning("could not update %d lease hint(s) in %s: %s; renewals and the audit repair them",
+                                len(args) // 3, shard, exc)
+                    return
+                await asyncio.sleep(RETRY_EVERY)
 
-    async def drain(self) -> None:
-        """Wait for the updates already handed over (before closing the store)."""
+    async def drain(self, timeout: float | None = None) -> None:
+        """Wait for the updates already handed over (before closing the store); after ``timeout`` seconds, give
+        up on those still retrying."""
         self.flush()
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        tasks = list(self._tasks)
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=timeout)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -81,9 +81,8 @@ class ConversationKeys(NamedTuple):
     events: str
     #: Prefix of the receipt keys: append ``k:<idempotency key>`` or ``m:<message id>``.
     receipts: str
-    #: The hint shard this conversation's lease expiry is indexed in.
-    hints: str
-    #: Its member in that shard: ``tenant:id``.
+    #: Its member in the lease hints: ``tenant:id`` (the shard: ``hint_key_of(member)``, computed only when a
+    #: hint is written).
     member: str
 
 
@@ -97,7 +96,6 @@ def conversation_keys(key: ConversationKey) -> ConversationKeys:
         inbox=tag + INBOX,
         events=tag + EVENTS,
         receipts=tag + RECEIPTS,
-        hints=hint_key_of(member),
         member=member,
     )
 

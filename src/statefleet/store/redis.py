@@ -193,6 +193,16 @@ class RedisStore:
         stats.ops[name] = stats.ops.get(name, 0) + 1
         return await self._run(keys[0], "EVALSHA", self._shas[name], len(keys), *keys, *args)
 
+    async def _granting(self, member: str, name: str, keys: list[str], args: list[str]) -> Any:
+        """Run a script that may grant, hand on or free a lease. If its reply is lost (the script may have run),
+        the lease it may have granted has no hint and nobody to renew it: mark the conversation due now, so the
+        sweeper looks at it once the lease expires instead of the audit a minute later."""
+        try:
+            return await self._eval(name, keys, args)
+        except StoreUnavailable:
+            self._hints.add_if_absent(member)
+            raise
+
     async def _run(self, key: str | None, *args: str | int) -> Any:
         try:
             return await self._router.execute(key, *args)
@@ -232,8 +242,8 @@ class RedisStore:
         keys = [k.meta, k.history, k.state, k.inbox, k.receipts + receipt_name_for_message(message.id)]
         if kname:
             keys.append(k.receipts + kname)
-        reply = await self._eval(
-            "accept", keys,
+        reply = await self._granting(
+            k.member, "accept", keys,
             [
                 entry, _dumps([message.id, "", "pending", None]), version, owner, policy,
                 lim.lease, lim.conversation, lim.idempotency, lim.receipt, lim.inbox_max,
@@ -266,10 +276,10 @@ class RedisStore:
             lim.window, lim.lease, lim.conversation, lim.idempotency, lim.receipt, lim.events_max, lim.events,
             lim.outcome, str(len(utterances)), *utterances, *[_dumps(e) for e in commit.events],
         ]
-        reply = await self._eval("commit", keys, args)
+        reply = await self._granting(k.member, "commit", keys, args)
         if reply[0] == "K":
             # The commit did not name the message's idempotency key: nothing was written; name it and go again.
-            reply = await self._eval("commit", [*keys[:6], k.receipts + reply[1]], args)
+            reply = await self._granting(k.member, "commit", [*keys[:6], k.receipts + reply[1]], args)
         tag = reply[0]
         if tag == "C":
             self._hints.drop_if_due(k.member, reply[2])
@@ -294,8 +304,8 @@ class RedisStore:
 
     async def release(self, lease: Lease, *, started: bool = True) -> None:
         k = conversation_keys(lease.key)
-        released, pending, expiry = await self._eval(
-            "release", [k.meta, k.inbox], [lease.owner, str(lease.token), "1" if started else "0"]
+        released, pending, expiry = await self._granting(
+            k.member, "release", [k.meta, k.inbox], [lease.owner, str(lease.token), "1" if started else "0"]
         )
         if released and pending:
             self._hints.add(k.member, 0)  # due now: the sweeper picks it up on its next pass
@@ -310,10 +320,11 @@ class RedisStore:
             owner, lim.lease, lim.conversation, lim.idempotency, lim.receipt, lim.max_attempts,
             lim.events_max, lim.events, k.receipts, lim.outcome,
         ]
-        reply = await self._eval("reclaim", keys, args)
+        reply = await self._granting(k.member, "reclaim", keys, args)
         if reply[0] == "K":
             # The head message fails (too many attempts): name its receipts and go again (nothing was written).
-            reply = await self._eval("reclaim", [*keys, *[k.receipts + name for name in reply[1:]]], args)
+            reply = await self._granting(k.member, "reclaim", [*keys, *[k.receipts + name for name in reply[1:]]],
+                                         args)
         tag = reply[0]
         if tag == "-":
             expiry, now = int(reply[1]), reply[2]
@@ -454,5 +465,5 @@ class RedisStore:
         await self._run(None, "PING")
 
     async def close(self) -> None:
-        await self._hints.drain()
+        await self._hints.drain(timeout=2.0)
         await self._router.close()
