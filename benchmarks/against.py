@@ -72,10 +72,13 @@ def measure(src: Path, seconds: float, warmup: float) -> dict[str, Any]:
 
     env = {**os.environ, "PYTHONPATH": str(src), "PYTHONUNBUFFERED": "1"}
     with redis_server() as url:
-        proc = subprocess.run(
-            [sys.executable, "-m", "benchmarks.against", "--child", url, str(seconds), str(warmup)],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=seconds + warmup + 60,
-        )
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "benchmarks.against", "--child", url, str(seconds), str(warmup)],
+                cwd=ROOT, env=env, capture_output=True, text=True, timeout=seconds + warmup + 60,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise RuntimeError(f"engine run with PYTHONPATH={src} hung; its stderr:\n{exc.stderr!r}") from exc
     if proc.returncode != 0:
         raise RuntimeError(f"engine run with PYTHONPATH={src} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
