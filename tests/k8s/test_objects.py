@@ -60,8 +60,8 @@ def test_probes_mean_what_they_say(name: str) -> None:
     for deployment in of_kind(render_variant(name), "Deployment"):
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         # Liveness (and startup) never depend on the store; readiness does, and fails while draining.
-        assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
-        assert container["startupProbe"]["httpGet"]["path"] == "/livez"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
         liveness = container["livenessProbe"]
         # A restart takes at least 30 s of failed looks: a slow event loop is not a dead one.

@@ -16,7 +16,7 @@ VERSION_URL_TEMPLATE_ENV = "STATEFLEET_VERSION_URL_TEMPLATE"
 #: The container port's name; Services and probes refer to it.
 HTTP_PORT_NAME = "http"
 #: Where a pod's liveness probe looks: the process answers, whatever the store does.
-LIVENESS_PATH = "/livez"
+LIVENESS_PATH = "/healthz"
 #: Where readiness looks: the store answers and the instance is not draining.
 READINESS_PATH = "/readyz"
 METRICS_PATH = "/metrics"
