@@ -7,7 +7,6 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 
 import redis
 
+from ._polling import wait_until
 from .redis_server import LocalRedisServer, free_port
 from .tls import TLSFiles
 
@@ -194,17 +194,7 @@ class LocalRedisCluster:
         return all(slot_map == maps[0] for slot_map in maps)
 
     def _wait(self, condition: Callable[[], bool], timeout: float, failure: str) -> None:
-        deadline = time.monotonic() + timeout
-        last_error: redis.RedisError | None = None
-        while True:
-            try:
-                if condition():
-                    return
-            except redis.RedisError as error:  # a node restarting, or a sentinel busy failing over
-                last_error = error
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the cluster {failure} within {timeout} s") from last_error
-            time.sleep(0.05)
+        wait_until(condition, timeout, f"the cluster {failure}")
 
     # -- public ---------------------------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import redis
 
+from ._polling import wait_until
 from .redis_server import LocalRedisServer, free_port
 from .tls import TLSFiles
 
@@ -178,17 +179,7 @@ class LocalRedisSentinel:
         return True
 
     def _wait(self, condition: Callable[[], bool], timeout: float, failure: str) -> None:
-        deadline = time.monotonic() + timeout
-        last_error: redis.RedisError | None = None
-        while True:
-            try:
-                if condition():
-                    return
-            except redis.RedisError as error:  # a node restarting, or a sentinel busy failing over
-                last_error = error
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{failure} within {timeout} s") from last_error
-            time.sleep(0.05)
+        wait_until(condition, timeout, failure)
 
     def _master_port(self, sentinel: _SentinelProcess) -> int:
         _host, port = _command(sentinel.client(), "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name)
