@@ -2,11 +2,11 @@
 
 A conversation's scripts touch only its own slot (Redis Cluster refuses anything else), so the index the
 sweeper reads — which conversations' leases are due, across the fleet — is updated here, after each script
-answers: ``add`` when a lease is granted or renewed, ``drop_if_due`` when it is freed, ``add_if_present``
-when a sweep finds a hint early, ``add_if_absent`` when the audit finds messages nobody indexed. The updates
-queued within ``FLUSH_DELAY`` (50 ms) go out together, one ``hints.lua`` call per shard, without the turn
-waiting for them (no round trip is added to a turn). Under load that is at most 16 calls per 50 ms instead
-of two per turn.
+answers: ``grant`` when a lease is granted, ``add`` when it is renewed, ``drop_if_due`` when it is freed,
+``add_if_present`` when a sweep finds a hint early, ``add_if_absent`` when messages may wait unindexed (a lost
+reply, the audit). No turn waits for them. Grants (and ``add_if_absent``) go out on the next loop iteration:
+until one lands, nothing would find the lease should this instance stop. The others, queued within
+``FLUSH_DELAY`` (50 ms), go out together, one ``hints.lua`` call per shard per flush.
 
 They are hints: a lost update (a crash between a script and its hint, a failover of the shard's primary) can
 only delay a takeover, never break a guarantee — reclaim.lua decides from the conversation itself. What each
@@ -42,12 +42,18 @@ class HintWriter:
         self._sender = sender
         self._pending: dict[str, list[str]] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._soon = False
         self._tasks: set[asyncio.Task[None]] = set()
         #: Updates that could not be sent (logged; the heartbeat and the audit repair them).
         self.failed = 0
 
+    def grant(self, member: str, expiry: int | str) -> None:
+        """This instance was just granted a lease that expires at ``expiry`` (ms, server clock). Sent on the next
+        loop iteration, not batched: until it lands, nothing would find the lease should this instance stop."""
+        self._queue("a", member, expiry, urgent=True)
+
     def add(self, member: str, expiry: int | str) -> None:
-        """A lease this instance holds expires at ``expiry`` (ms, server clock)."""
+        """A lease this instance holds (and whose hint exists, unless lost) now expires at ``expiry``."""
         self._queue("a", member, expiry)
 
     def add_if_present(self, member: str, expiry: int | str) -> None:
@@ -55,16 +61,20 @@ class HintWriter:
         self._queue("x", member, expiry)
 
     def add_if_absent(self, member: str, score: int | str = 0) -> None:
-        """Messages wait and nothing may index them: due now unless a hint exists."""
-        self._queue("n", member, score)
+        """Messages wait and nothing may index them: due now unless a hint exists (sent at once)."""
+        self._queue("n", member, score, urgent=True)
 
     def drop_if_due(self, member: str, score: int | str) -> None:
         """The lease that expired at ``score`` is free (or the conversation idle): drop a hint not later."""
         self._queue("d", member, score)
 
-    def _queue(self, op: str, member: str, score: int | str) -> None:
+    def _queue(self, op: str, member: str, score: int | str, *, urgent: bool = False) -> None:
         pending = self._pending
-        if self._timer is None:
+        if urgent:
+            if not self._soon:
+                self._soon = True
+                asyncio.get_running_loop().call_soon(self.flush)
+        elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(FLUSH_DELAY, self.flush)
         pending.setdefault(hint_key_of(member), []).extend((op, member, str(score)))
 
@@ -74,6 +84,7 @@ class HintWriter:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._soon = False
         batches, self._pending = self._pending, {}
         for shard, args in batches.items():
             task = asyncio.ensure_future(self._send(shard, args))

@@ -258,7 +258,7 @@ class RedisStore:
         )
         tag = reply[0]
         if tag == "L":
-            self._hints.add(k.member, reply[7])
+            self._hints.grant(k.member, reply[7])
             return Acceptance(AcceptKind.LEASED, message.id, work=_work(key, owner, reply, message), owner=owner)
         if tag == "Q":
             return Acceptance(AcceptKind.QUEUED, message.id, owner=reply[1])
@@ -292,7 +292,7 @@ class RedisStore:
             self._hints.drop_if_due(k.member, reply[2])
             return CommitOutcome(False, None, int(reply[1]))
         if tag == "N":
-            self._hints.add(k.member, reply[7])
+            self._hints.grant(k.member, reply[7])
             work = _work(lease.key, lease.owner, reply)
             return CommitOutcome(False, work, work.turns)
         return CommitOutcome(fenced=True)
@@ -315,7 +315,7 @@ class RedisStore:
             k.member, "release", [k.meta, k.inbox], [lease.owner, str(lease.token), "1" if started else "0"]
         )
         if released and pending:
-            self._hints.add(k.member, 0)  # due now: the sweeper picks it up on its next pass
+            self._hints.grant(k.member, 0)  # due now (sent at once: a draining instance is leaving)
         elif released:
             self._hints.drop_if_due(k.member, expiry)
 
@@ -342,7 +342,7 @@ class RedisStore:
             return None
         if not tag.startswith("T:"):
             return None  # still 'K': another instance is failing the same head; the next sweep sees the result
-        self._hints.add(k.member, reply[7])
+        self._hints.grant(k.member, reply[7])
         return dataclasses.replace(_work(key, owner, reply), previous_owner=tag[2:] or None)
 
     async def expired_leases(self, limit: int) -> list[ConversationKey]:
