@@ -4,7 +4,7 @@ A conversation's scripts touch only its own slot (Redis Cluster refuses anything
 sweeper reads — which conversations' leases are due, across the fleet — is updated here, after each script
 answers: ``grant`` when a lease is granted, ``add`` when it is renewed, ``drop_if_due`` when it is freed,
 ``add_if_present`` when a sweep finds a hint early, ``add_if_absent`` when messages may wait unindexed (a lost
-reply, the audit). No turn waits for them. Grants (and ``add_if_absent``) go out on the next loop iteration:
+reply, the audit). No turn waits for them. Grants (and ``add_if_absent``) go out within ``GRANT_DELAY`` (5 ms):
 until one lands, nothing would find the lease should this instance stop. The others, queued within
 ``FLUSH_DELAY`` (50 ms), go out together, one ``hints.lua`` call per shard per flush.
 
@@ -25,6 +25,9 @@ log = logging.getLogger("statefleet.store")
 
 #: Seconds hint updates wait to be sent together: small beside a lease TTL (seconds), large beside a turn.
 FLUSH_DELAY = 0.05
+#: Grants wait at most this long (s): together under load, and a short window in which an instance that stops
+#: (frozen, killed) leaves a lease no sweeper can find (then renewals cannot repair it; the audit does).
+GRANT_DELAY = 0.005
 #: A batch that could not be sent is tried again this many times, this many seconds apart (every update is
 #: safe to apply late: a late score is an earlier one than the truth, and a late drop only drops earlier ones).
 RETRIES = 5
@@ -42,7 +45,7 @@ class HintWriter:
         self._sender = sender
         self._pending: dict[str, list[str]] = {}
         self._timer: asyncio.TimerHandle | None = None
-        self._soon = False
+        self._soon: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         #: Updates that could not be sent (logged; the heartbeat and the audit repair them).
         self.failed = 0
@@ -71,9 +74,8 @@ class HintWriter:
     def _queue(self, op: str, member: str, score: int | str, *, urgent: bool = False) -> None:
         pending = self._pending
         if urgent:
-            if not self._soon:
-                self._soon = True
-                asyncio.get_running_loop().call_soon(self.flush)
+            if self._soon is None:
+                self._soon = asyncio.get_running_loop().call_later(GRANT_DELAY, self.flush)
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(FLUSH_DELAY, self.flush)
         pending.setdefault(hint_key_of(member), []).extend((op, member, str(score)))
@@ -84,7 +86,9 @@ class HintWriter:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._soon = False
+        if self._soon is not None:
+            self._soon.cancel()
+            self._soon = None
         batches, self._pending = self._pending, {}
         for shard, args in batches.items():
             task = asyncio.ensure_future(self._send(shard, args))
