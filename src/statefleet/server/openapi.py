@@ -152,7 +152,11 @@ PARAMETERS: dict[str, Any] = {
         "name": "Idempotency-Key",
         "in": "header",
         "required": False,
-        "description": "A retry with the same key gets the original result, never a second turn.",
+        "description": (
+            "A retry with the same key gets the original result, never a second turn. Without it, the request's "
+            "`x-request-id` (set once by a mesh's edge proxy and kept on its retries) serves as the key, scoped to "
+            "the conversation, unless serve runs with --no-request-id-idempotency."
+        ),
         "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY.pattern},
     },
 }
