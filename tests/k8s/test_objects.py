@@ -8,11 +8,11 @@ import json
 import math
 from typing import Any
 
-import promql_parser
 import pytest
 import yaml
 
 from deploy.validate import validate_object
+from observability.promql import metric_names
 from statefleet.k8s import Manifest, version_url_template
 from statefleet.k8s.config import FleetConfig, Keda
 from statefleet.observability.metrics import Metrics
@@ -203,24 +203,6 @@ def exported_metrics() -> set[str]:
     metrics = Metrics("support", "v1")
     metrics.fleet._backlog = 0  # as after a scrape read the store
     return {family.name for family in metrics.registry.collect()}
-
-
-def metric_names(expr: str) -> set[str]:
-    """The series names a PromQL expression selects (parsed with promql-parser)."""
-    names: set[str] = set()
-
-    def visit(node: Any) -> None:
-        if isinstance(node, promql_parser.VectorSelector) and node.name:
-            names.add(node.name)
-        for child in ("expr", "lhs", "rhs", "param", "vector_selector"):
-            value = getattr(node, child, None)
-            if isinstance(value, promql_parser.Expr):
-                visit(value)
-        for arg in getattr(node, "args", None) or []:
-            visit(arg)
-
-    visit(promql_parser.parse(expr))
-    return names
 
 
 def test_keda_scales_on_in_flight_turns_and_the_backlog_with_cpu_as_fallback() -> None:

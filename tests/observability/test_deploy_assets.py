@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import promql_parser
 import pytest
 import yaml
 
 from statefleet.observability.metrics import Metrics
+
+from .promql import metric_names
 
 ROOT = Path(__file__).resolve().parents[2]
 ASSETS = ROOT / "deploy" / "observability"
@@ -66,24 +67,6 @@ def dashboard() -> dict[str, Any]:
 
 def dashboard_queries() -> list[str]:
     return [target["expr"] for panel in dashboard()["panels"] for target in panel["targets"]]
-
-
-def metric_names(expr: str) -> set[str]:
-    """The series names a parsed PromQL expression selects."""
-    names: set[str] = set()
-
-    def visit(node: Any) -> None:
-        if isinstance(node, promql_parser.VectorSelector) and node.name:
-            names.add(node.name)
-        for child in ("expr", "lhs", "rhs", "param", "vector_selector"):
-            value = getattr(node, child, None)
-            if isinstance(value, promql_parser.Expr):
-                visit(value)
-        for arg in getattr(node, "args", None) or []:
-            visit(arg)
-
-    visit(promql_parser.parse(expr))
-    return names
 
 
 def grafana_to_promql(expr: str) -> str:
