@@ -187,7 +187,8 @@ class Upkeep:
             # While sweeps find due hints, go again at once: a big instance died, and its leases expire over the
             # second its heartbeat took to renew them all. Bounded, so stubborn hints cannot spin the loop.
             for _ in range(_SWEEPS_IN_A_ROW):
-                if not await self._sweep(batch):
+                found, _ = await self._sweep(batch)
+                if not found:
                     break
                 await asyncio.sleep(0)
 
@@ -202,23 +203,24 @@ class Upkeep:
         """Take over conversations whose owner stopped renewing, and run their pending messages.
 
         Returns how many this instance took over."""
-        before = self._stats.takeovers
-        await self._sweep(limit)
-        return self._stats.takeovers - before
+        _, taken = await self._sweep(limit)
+        return taken
 
-    async def _sweep(self, limit: int) -> int:
+    async def _sweep(self, limit: int) -> tuple[int, int]:
         """One sweep: up to ``limit`` due hints, reclaimed ``sweep_parallelism`` at a time. Returns the hints
-        found (taken over or not)."""
+        found, and how many of their conversations this instance took over."""
         keys = [key for key in await self._store.expired_leases(limit) if key not in self._running]
         slots = asyncio.Semaphore(self._settings.sweep_parallelism)
 
-        async def take_over(key: ConversationKey) -> None:
+        async def take_over(key: ConversationKey) -> bool:
             async with slots:
                 if key in self._running or not self._accepting():
-                    return
+                    return False
                 work = await self._store.reclaim(key, owner=self._instance_id, limits=self._limits)
-            if work is not None:
-                self._took_over(key, work)
+            if work is None:
+                return False
+            self._took_over(key, work)
+            return True
 
         results = await asyncio.gather(*[take_over(key) for key in keys], return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
@@ -227,7 +229,7 @@ class Upkeep:
                 raise asyncio.CancelledError
             log.warning("sweeper: %d of %d takeovers failed (%s); the next sweep tries again",
                         len(failures), len(keys), failures[0])
-        return len(keys)
+        return len(keys), sum(result is True for result in results)
 
     def _took_over(self, key: ConversationKey, work: WorkItem) -> None:
         self._stats.takeovers += 1

@@ -39,7 +39,8 @@ class _Sender(Protocol):
 
 
 class HintWriter:
-    """Batches hint updates per shard and sends them once per event-loop iteration, in order."""
+    """Batches hint updates per shard and sends them in order: grants within ``GRANT_DELAY``, the rest within
+    ``FLUSH_DELAY``."""
 
     def __init__(self, sender: _Sender) -> None:
         self._sender = sender
@@ -47,12 +48,10 @@ class HintWriter:
         self._timer: asyncio.TimerHandle | None = None
         self._soon: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        #: Updates that could not be sent (logged; the heartbeat and the audit repair them).
-        self.failed = 0
 
     def grant(self, member: str, expiry: int | str) -> None:
-        """This instance was just granted a lease that expires at ``expiry`` (ms, server clock). Sent on the next
-        loop iteration, not batched: until it lands, nothing would find the lease should this instance stop."""
+        """This instance was just granted a lease that expires at ``expiry`` (ms, server clock). Sent within
+        ``GRANT_DELAY``: until it lands, nothing would find the lease should this instance stop."""
         self._queue("a", member, expiry, urgent=True)
 
     def add(self, member: str, expiry: int | str) -> None:
@@ -64,7 +63,7 @@ class HintWriter:
         self._queue("x", member, expiry)
 
     def add_if_absent(self, member: str, score: int | str = 0) -> None:
-        """Messages wait and nothing may index them: due now unless a hint exists (sent at once)."""
+        """Messages wait and nothing may index them: due now unless a hint exists (sent within ``GRANT_DELAY``)."""
         self._queue("n", member, score, urgent=True)
 
     def drop_if_due(self, member: str, score: int | str) -> None:
@@ -102,7 +101,6 @@ class HintWriter:
                 return
             except Exception as exc:  # a hint is not worth failing anything for: the repair paths cover it
                 if attempt == RETRIES:
-                    self.failed += len(args) // 3
                     log.warning("could not update %d lease hint(s) in %s: %s; renewals and the audit repair them",
                                 len(args) // 3, shard, exc)
                     return

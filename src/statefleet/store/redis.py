@@ -198,7 +198,7 @@ class RedisStore:
         except ReplyError as exc:
             raise self._store_error(exc) from exc
         except ConnectionClosed as exc:
-            raise StoreUnavailable(f"the Redis store at {self._url} did not answer: {exc}") from exc
+            raise self._unanswered(exc) from exc
 
     async def _granting(self, member: str, name: str, keys: list[str], args: list[str]) -> Any:
         """Run a script that may grant, hand on or free a lease. If its reply is lost (the script may have run),
@@ -212,12 +212,15 @@ class RedisStore:
 
     async def _run(self, key: str | None, *args: str | int) -> Any:
         try:
-            return await self._router.execute(key, *args)
+            return await self._execute(key, *args)
         except ReplyError as exc:
             raise self._store_error(exc) from exc
         except ConnectionClosed as exc:
-            # Not retried: the command may have run before the connection dropped.
-            raise StoreUnavailable(f"the Redis store at {self._url} did not answer: {exc}") from exc
+            raise self._unanswered(exc) from exc
+
+    def _unanswered(self, exc: ConnectionClosed) -> StoreUnavailable:
+        """No reply: not retried here, since the command may have run before the connection dropped."""
+        return StoreUnavailable(f"the Redis store at {self._url} did not answer: {exc}")
 
     def _store_error(self, exc: BaseException) -> StoreUnavailable | StoreError:
         """The error to raise for an error reply: unavailable (retry shortly) or a store error (a bug)."""
