@@ -97,8 +97,8 @@ class RegistrySource:
 
 #: ``statefleet_turns_total`` outcomes that are finished turns (``rejected`` messages never ran one).
 TURN_OUTCOMES = ("committed", "retried-after-takeover", "failed", "interrupted")
-#: The outcomes that count as errors.
-ERROR_OUTCOMES = ("failed",)
+#: The outcome that counts as an error.
+ERROR_OUTCOME = "failed"
 
 
 def _promql_string(value: str) -> str:
@@ -141,7 +141,7 @@ class PrometheusSource:
         """The PromQL queries for ``version`` over the last ``seconds``: turns, errors, turn and TTFT buckets."""
         window = _promql_duration(seconds)
         turns = self._selector(version, f'outcome=~"{"|".join(TURN_OUTCOMES)}"')
-        errors = self._selector(version, f'outcome=~"{"|".join(ERROR_OUTCOMES)}"')
+        errors = self._selector(version, f'outcome="{ERROR_OUTCOME}"')
         latency = self._selector(version, 'phase="end_to_end"')
         ttft = self._selector(version)
         return {
@@ -187,8 +187,8 @@ class PrometheusSource:
                 "is the URL the Prometheus server's base URL?") from None
         if not isinstance(body, dict) or body.get("status") != "success":
             detail = body.get("error") if isinstance(body, dict) else None
-            raise MetricsQueryFailed(
-                f"Prometheus at {self.url} refused {promql!r} (HTTP {response.status_code}): {detail or body!r}")
+            raise MetricsQueryFailed(f"Prometheus at {self.url} refused {promql!r} (HTTP {response.status_code}): "
+                                     f"{detail if isinstance(detail, str) else repr(body)}")
         data = body.get("data") or {}
         if data.get("resultType") != "vector" or not isinstance(data.get("result"), list):
             raise MetricsQueryFailed(f"Prometheus at {self.url} answered {promql!r} with no instant vector")
