@@ -304,9 +304,9 @@ async def run_canary(
 ) -> CanaryResult:
     """Run ``plan`` to its end (see the module docstring): promoted, rolled back or inconclusive.
 
-    >>> result = await run_canary(CanaryPlan("v1", "v2", (5, 25, 100), interval=60), source, control)
-    >>> result.exit_code
-    0
+    >>> plan = CanaryPlan("v1", "v2", steps=(5, 25, 100), interval=60)
+    >>> result = await run_canary(plan, RegistrySource(store), StoreWeightsControl(store, actor="release bot"))
+    >>> result.outcome, result.exit_code  # ('promoted', 0), ('rolled_back', 1) or ('inconclusive', 3)
     """
     run = _CanaryRun(plan, control, dict(await control.weights()), clock, on_decision)
     versions: Sequence[str] = (plan.baseline, plan.candidate)

@@ -125,7 +125,7 @@ def run(ctx: click.Context, baseline: str, candidate: str, steps: tuple[int, ...
         max_error_ratio: float, max_p99_ratio: float, max_ttft_ratio: float, min_turns: int, error_floor: float,
         latency_floor: float, max_waits: int, dry_run: bool, prometheus_url: str | None, decisions_file: str | None,
         store_url: str) -> None:
-    """Step CANDIDATE's share of new conversations up while it is as healthy as BASELINE; roll back if not.
+    """Step --candidate's share of new conversations up while it is as healthy as --baseline's; else roll back.
 
     Exit code: 0 promoted, 1 rolled back, 3 inconclusive (2 bad options, 4 could not run).
     """
