@@ -76,9 +76,13 @@ def _at_least_one(_ctx: click.Context, param: click.Parameter, value: int) -> in
               help="Threads each worker runs plain `def` handlers on (async handlers run on the event loop). "
                    "More threads computing at once starve the event loop; raise it only for def handlers that "
                    "block on I/O.")
+@click.option("--version-url-template", envvar="STATEFLEET_VERSION_URL_TEMPLATE", default=None,
+              help="Where an instance of another version is reached when the fleet registry lists none, "
+                   "{version} standing for it: http://support-{version}:8000 (the Kubernetes render sets it). "
+                   "Messages of a conversation pinned to another version are forwarded there; see docs/canary.md.")
 def serve(app: str, store: str, host: str, port: int, workers: int, drain_timeout: float, lease_ttl: float,
           advertise: str | None, log_level: str, metrics: bool, tune_gc: bool, max_in_flight: int,
-          request_id_idempotency: bool, handler_threads: int) -> None:
+          request_id_idempotency: bool, handler_threads: int, version_url_template: str | None) -> None:
     """Serve the agent APP (module:agent or path/to/file.py:agent) over HTTP, SSE and WebSocket."""
     from .server.runner import ServeOptions, run
 
@@ -86,7 +90,8 @@ def serve(app: str, store: str, host: str, port: int, workers: int, drain_timeou
     options = ServeOptions(app=app, store=store, max_in_flight=max_in_flight, host=host, port=port,
                            workers=workers, drain_timeout=drain_timeout, lease_ttl=lease_ttl, advertise=advertise,
                            log_level=log_level, metrics=metrics, tune_gc=tune_gc, handler_threads=handler_threads,
-                           request_id_idempotency=request_id_idempotency)
+                           request_id_idempotency=request_id_idempotency,
+                           version_url_template=version_url_template)
     _exit(lambda: run(options))
 
 
@@ -192,17 +197,26 @@ def k8s_render(config_file: str, out: str) -> None:
     _exit(run)
 
 
+def _register_canary() -> None:
+    from .canary.commands import canary
+
+    main.add_command(canary)
+
+
+_register_canary()
+
+
 def _register_tool_commands() -> None:
     # Defined in their own packages; their heavy imports wait until the command runs. Without the loadtest
     # extra they are not imported at all (mockllm imports hdrhistogram): a stand-in names the extra instead.
-    missing = _missing_modules(("aiohttp", "hdrh", "matplotlib"))
+    missing = _missing_modules(("hdrh", "matplotlib"))
     if missing:
         main.add_command(_needs_extra("loadtest", "the load tester", missing))
     else:
         from .loadtest.cli import loadtest
 
         main.add_command(loadtest)
-    missing = _missing_modules(("aiohttp", "hdrh"))
+    missing = _missing_modules(("hdrh",))
     if missing:
         main.add_command(_needs_extra("mock-llm", "the mock LLM", missing))
     else:

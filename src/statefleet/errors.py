@@ -115,10 +115,40 @@ class LeaseLost(StatefleetError):
 
 
 class WrongVersion(StatefleetError):
-    """The conversation is pinned to another agent version than the one this instance serves."""
+    """The conversation is pinned to another agent version than the one this instance serves.
+
+    The server forwards such a message to an instance of ``version``; this error reaches a client only from the
+    Python API or when forwarding is not possible (then as ``VersionUnavailable``).
+    """
 
     code = "wrong_version"
     status = 421
+
+    def __init__(self, message: str, version: str = "") -> None:
+        super().__init__(message)
+        #: The version the conversation is pinned to (or, for a new one, was assigned by the weights).
+        self.version = version
+
+
+class VersionUnavailable(StatefleetError):
+    """No live instance serves the version the conversation is pinned to; never served by another version."""
+
+    code = "version_unavailable"
+    status = 503
+
+
+class InvalidWeights(StatefleetClientError):
+    """Routing weights that are not whole percents of valid version names summing to 100."""
+
+    code = "invalid_weights"
+    status = 422
+
+
+class RoutingConflict(StatefleetClientError):
+    """The routing weights changed since they were read; read them again and retry."""
+
+    code = "routing_conflict"
+    status = 409
 
 
 class StoreUnavailable(StatefleetError):

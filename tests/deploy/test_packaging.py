@@ -25,16 +25,16 @@ from statefleet.testing import ServeProcess
 ROOT = Path(__file__).parents[2]
 AGENT = f"{ROOT / 'tests' / 'serve' / 'agents.py'}:echo"
 #: What only the load tester, its report, the mock LLM and the status view use.
-LOADTEST_ONLY = {"aiohttp", "hdrhistogram", "matplotlib", "rich"}
-#: What the runtime needs (the k8s renderer's config is pydantic).
+LOADTEST_ONLY = {"hdrhistogram", "matplotlib", "rich"}
+#: What the runtime needs (the k8s renderer's config is pydantic; aiohttp forwards messages between versions).
 RUNTIME = {"redis", "click", "uvicorn", "httpx", "prometheus-client", "opentelemetry-api", "opentelemetry-sdk",
-           "orjson", "pydantic"}
+           "orjson", "pydantic", "aiohttp"}
 #: Installed first thing in the processes below (as a sitecustomize): the load tester's packages cannot be
 #: imported, as after `pip install statefleet`.
 BLOCKER = '''
 import sys
 
-BLOCKED = {"aiohttp", "hdrh", "matplotlib", "rich"}
+BLOCKED = {"hdrh", "matplotlib", "rich"}
 
 
 class RefuseLoadTesterPackages:
@@ -138,7 +138,7 @@ def test_the_runtime_imports_without_the_load_testers_packages(base_install_env:
     code = ("import statefleet, statefleet.server, statefleet.server.runner, statefleet.store, statefleet.engine, "
             "statefleet.observability, statefleet.cli, statefleet.demo, statefleet.testing\n"
             "import sys\n"
-            "print(sorted(m for m in sys.modules if m.partition('.')[0] in {'aiohttp', 'hdrh', 'matplotlib', 'rich'}))")
+            "print(sorted(m for m in sys.modules if m.partition('.')[0] in {'hdrh', 'matplotlib', 'rich'}))")
     done = run_python(base_install_env, "-c", code)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"

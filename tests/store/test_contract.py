@@ -476,3 +476,69 @@ async def test_error_events_have_one_shape(store: Store) -> None:
     assert "error" not in event.data
     receipt = await store.receipt(KEY, message_id=m.id)
     assert receipt is not None and receipt.status == "failed"
+
+
+# -- versions: pinning, version-scoped takeover, routing weights ---------------------------------------------
+
+
+async def test_a_new_conversation_assigned_to_another_version_is_not_created(store: Store) -> None:
+    m = msg("hello")
+    acc = await store.accept(KEY, m, version="v1", owner="A", policy="enqueue", limits=LIMITS, new_version="v2")
+    assert acc.kind is AcceptKind.WRONG_VERSION and acc.version == "v2"
+    assert await store.load(KEY) is None and await store.backlog() == 0
+    # An instance of v2 creates it, pinned to v2; v1 is refused from then on, whatever it asks for
+    acc = await store.accept(KEY, m, version="v2", owner="B", policy="enqueue", limits=LIMITS, new_version="v2")
+    assert acc.kind is AcceptKind.LEASED and acc.work is not None and acc.work.lease.version == "v2"
+    assert (await accept(store, msg("again"), version="v1")).version == "v2"
+    view = await store.load(KEY)
+    assert view is not None and view.version == "v2" and view.pending == 1
+
+
+async def test_an_existing_conversation_keeps_its_version_whatever_a_new_one_would_get(store: Store) -> None:
+    first = await accept(store, msg("one"), version="v1")
+    assert first.work is not None
+    await store.commit(first.work.lease, done(first.work.message.id, "one"), limits=LIMITS)
+    acc = await store.accept(KEY, msg("two"), version="v1", owner="A", policy="enqueue", limits=LIMITS,
+                             new_version="v2")
+    assert acc.kind is AcceptKind.LEASED and acc.work is not None and acc.work.version == "v1"
+
+
+async def test_only_an_instance_of_the_conversations_version_takes_it_over(store: Store) -> None:
+    # Given a v2 conversation whose owner died with a message pending, and a v1 one likewise
+    other = ConversationKey("default", "bob")
+    assert (await accept(store, msg("for v2"), version="v2")).work is not None
+    assert (await accept(store, msg("for v1"), version="v1", key=other)).work is not None
+    await asyncio.sleep(LIMITS.lease_ttl + 0.1)
+    # Then a v1 sweeper sees and takes only the v1 one; v2's stays pending for a v2 instance
+    assert await store.expired_leases(100, version="v1") == [other]
+    assert await store.reclaim(KEY, owner="B", limits=LIMITS, version="v1") is None
+    assert await store.backlog("v2") == 1 and await store.backlog("v1") == 1 and await store.backlog() == 2
+    view = await store.load(KEY)
+    assert view is not None and view.pending == 1 and view.lease_owner is None
+    assert await store.expired_leases(100, version="v2") == [KEY]
+    work = await store.reclaim(KEY, owner="C", limits=LIMITS, version="v2")
+    assert work is not None and work.version == "v2" and work.lease.version == "v2" and work.previous_owner == "A"
+
+
+async def test_pinned_conversations_are_counted_per_version(store: Store) -> None:
+    for n in range(3):
+        await accept(store, msg("x"), version="v1", key=ConversationKey("default", f"a{n}"))
+    await accept(store, msg("x"), version="v2", key=ConversationKey("default", "b"))
+    assert await store.pinned_conversations() == {"v1": 3, "v2": 1}
+
+
+async def test_routing_weights_change_atomically_with_their_bounded_log(store: Store) -> None:
+    from statefleet.errors import RoutingConflict
+
+    assert (await store.routing()).weights == {} and (await store.routing()).revision == 0
+    first = await store.set_routing({"v1": 90, "v2": 10}, expected_revision=0, change={"actor": "ops"}, log_max=2)
+    assert first.weights == {"v1": 90, "v2": 10} and first.revision == 1
+    assert await store.routing() == first
+    with pytest.raises(RoutingConflict):
+        await store.set_routing({"v1": 50, "v2": 50}, expected_revision=0, change={"actor": "late"}, log_max=2)
+    await store.set_routing({"v1": 75, "v2": 25}, expected_revision=1, change={"actor": "canary"}, log_max=2)
+    await store.set_routing({"v1": 0, "v2": 100}, expected_revision=None, change={"actor": "canary"}, log_max=2)
+    log = await store.routing_log(10)
+    assert [entry["revision"] for entry in log] == [3, 2]  # newest first, the oldest beyond log_max gone
+    assert log[0]["old"] == {"v1": 75, "v2": 25} and log[0]["new"] == {"v1": 0, "v2": 100}
+    assert log[0]["actor"] == "canary"

@@ -13,8 +13,10 @@ from redis.asyncio import Redis
 
 from statefleet.errors import StoreUnavailable
 from statefleet.store import AcceptKind, ConversationKey, InboundMessage, Limits, TurnCommit
-from statefleet.store._redis_keys import EPOCH_KEYS, HINT_KEYS, conversation_keys, hint_key_of
+from statefleet.store._redis_keys import EPOCH_KEYS, conversation_keys, hint_key_of, hint_keys
 from statefleet.store.redis import RedisStore
+
+HINT_KEYS = hint_keys("v1")
 
 LIMITS = Limits(window=4, lease_ttl=0.3)
 
@@ -48,14 +50,14 @@ async def raw(redis_url: str) -> AsyncIterator[Redis]:
 async def hint(store: RedisStore, raw: Redis, conversation: ConversationKey) -> float | None:
     await store._hints.drain()
     member = conversation_keys(conversation).member
-    return await raw.zscore(hint_key_of(member), member)
+    return await raw.zscore(hint_key_of(member, "v1"), member)
 
 
 async def lose_hint(store: RedisStore, raw: Redis, conversation: ConversationKey) -> None:
     """What a crash between a script and its hint update leaves: the lease without a hint."""
     await store._hints.drain()
     member = conversation_keys(conversation).member
-    await raw.zrem(hint_key_of(member), member)
+    await raw.zrem(hint_key_of(member, "v1"), member)
 
 
 async def test_a_lease_is_hinted_at_its_expiry_and_unhinted_when_freed(store: RedisStore, raw: Redis) -> None:
@@ -66,7 +68,7 @@ async def test_a_lease_is_hinted_at_its_expiry_and_unhinted_when_freed(store: Re
     assert await hint(store, raw, key(1)) == expiry
     await store.commit(acc.work.lease, done(m.id), limits=LIMITS)
     assert await hint(store, raw, key(1)) is None
-    assert await store.backlog() == 0
+    assert await store.backlog("v1") == 0
 
 
 async def test_a_freed_lease_never_drops_a_later_leases_hint(store: RedisStore, raw: Redis) -> None:
@@ -84,7 +86,7 @@ async def test_a_freed_lease_never_drops_a_later_leases_hint(store: RedisStore, 
     assert b_expiry is not None
     # When A's late drop (for its lease's expiry, earlier than B's) is applied again
     a_expiry = b_expiry - 10
-    store._hints.drop_if_due(conversation_keys(key(1)).member, int(a_expiry))
+    store._hints.drop_if_due(conversation_keys(key(1)).member, "v1", int(a_expiry))
     # Then B's hint stays
     assert await hint(store, raw, key(1)) == b_expiry
 
@@ -103,12 +105,12 @@ async def test_a_dead_owners_lost_hint_is_found_by_the_audit_then_taken_over(sto
     assert acc.work is not None
     await lose_hint(store, raw, key(1))
     await asyncio.sleep(LIMITS.lease_ttl + 0.05)
-    assert key(1) not in await store.expired_leases(100)  # the sweeper cannot see it
+    assert key(1) not in await store.expired_leases(100, version="v1")  # the sweeper cannot see it
     # When the audit runs
     assert await store.repair_hints("B") >= 1
     # Then the sweeper finds it and B takes it over
-    assert key(1) in await store.expired_leases(100)
-    work = await store.reclaim(key(1), owner="B", limits=LIMITS)
+    assert key(1) in await store.expired_leases(100, version="v1")
+    work = await store.reclaim(key(1), owner="B", limits=LIMITS, version="v1")
     assert work is not None and work.previous_owner == "A"
     # And only one instance of the fleet audits per minute
     assert await store.repair_hints("C") == 0
@@ -119,19 +121,19 @@ async def test_an_early_hint_is_moved_to_the_live_leases_expiry(store: RedisStor
     assert acc.work is not None
     member = conversation_keys(key(1)).member
     await store._hints.drain()
-    await raw.zadd(hint_key_of(member), {member: 0})  # e.g. a renewal's update was lost, or the audit's
-    assert key(1) in await store.expired_leases(100)
-    assert await store.reclaim(key(1), owner="B", limits=LIMITS) is None  # live: not taken
+    await raw.zadd(hint_key_of(member, "v1"), {member: 0})  # e.g. a renewal's update was lost, or the audit's
+    assert key(1) in await store.expired_leases(100, version="v1")
+    assert await store.reclaim(key(1), owner="B", limits=LIMITS, version="v1") is None  # live: not taken
     assert await hint(store, raw, key(1)) == int(await raw.hget(conversation_keys(key(1)).meta, "x") or 0)
 
 
 async def test_a_stale_hint_of_an_idle_conversation_is_dropped_by_the_sweep(store: RedisStore, raw: Redis) -> None:
     member = conversation_keys(key(2)).member
-    await raw.zadd(hint_key_of(member), {member: 0})  # a freed lease whose drop was lost
-    assert await store.backlog() == 1
-    assert await store.reclaim(key(2), owner="B", limits=LIMITS) is None
+    await raw.zadd(hint_key_of(member, "v1"), {member: 0})  # a freed lease whose drop was lost
+    assert await store.backlog("v1") == 1
+    assert await store.reclaim(key(2), owner="B", limits=LIMITS, version="v1") is None
     assert await hint(store, raw, key(2)) is None
-    assert await store.backlog() == 0
+    assert await store.backlog("v1") == 0
 
 
 async def test_the_sweep_reads_every_shard_and_finds_a_big_batch(store: RedisStore, raw: Redis) -> None:
@@ -142,9 +144,9 @@ async def test_the_sweep_reads_every_shard_and_finds_a_big_batch(store: RedisSto
     assert all(await asyncio.gather(*[raw.zcard(shard) for shard in HINT_KEYS]))
     await asyncio.sleep(LIMITS.lease_ttl + 0.05)
     # Then one sweep call finds up to its limit, and the next ones the rest
-    first = await store.expired_leases(300)
+    first = await store.expired_leases(300, version="v1")
     assert len(first) == 300
-    assert len(set(await store.expired_leases(1000))) == 400
+    assert len(set(await store.expired_leases(1000, version="v1"))) == 400
 
 
 async def test_a_partly_lost_epoch_changes_once_for_every_instance(store: RedisStore, raw: Redis) -> None:
@@ -175,8 +177,8 @@ async def test_an_accept_whose_reply_was_lost_is_found_after_its_lease_expires(r
         # Then the conversation is marked due, and once its lease expires the sweeper takes it over
         assert await hint(store, raw, key(1)) is not None
         await asyncio.sleep(LIMITS.lease_ttl + 0.05)
-        assert key(1) in await store.expired_leases(100)
-        work = await store.reclaim(key(1), owner="B", limits=LIMITS)
+        assert key(1) in await store.expired_leases(100, version="v1")
+        work = await store.reclaim(key(1), owner="B", limits=LIMITS, version="v1")
         assert work is not None and work.previous_owner == "A"
     finally:
         await raw.aclose()

@@ -10,7 +10,7 @@ import pytest
 from redis import Redis
 
 from statefleet.store import ConversationKey, InboundMessage, Limits, TurnCommit
-from statefleet.store._redis_keys import HINT_KEYS
+from statefleet.store._redis_keys import hint_keys
 from statefleet.store.redis import RedisStore
 from statefleet.testing.redis_cluster import LocalRedisCluster
 
@@ -70,7 +70,7 @@ async def test_an_uncontended_turn_on_a_cluster_is_two_round_trips(redis_cluster
 
 
 async def test_the_hint_shards_spread_over_the_primaries(redis_cluster: LocalRedisCluster) -> None:
-    owners = {redis_cluster.primary_for_slot(_slot(key)) for key in HINT_KEYS}
+    owners = {redis_cluster.primary_for_slot(_slot(key)) for key in hint_keys("v1")}
     assert owners == set(redis_cluster.primary_ports())
 
 

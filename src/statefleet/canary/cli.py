@@ -84,12 +84,13 @@ def _store(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
         raise click.BadParameter(str(exc)) from None
 
 
-def _actor() -> str:
+def _actor(command: str = "run") -> str:
+    """Who changes the weights, for the audit log: the command, the user and the host."""
     try:
         user = getpass.getuser()
     except (OSError, KeyError):  # a container user without a passwd entry
         user = "unknown"
-    return f"statefleet canary run ({user}@{socket.gethostname()})"
+    return f"statefleet canary {command} ({user}@{socket.gethostname()})"
 
 
 @click.command("run")

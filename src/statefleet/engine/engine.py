@@ -17,7 +17,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from time import perf_counter
 from typing import Any
@@ -27,6 +27,7 @@ from .._validation import DEFAULT_TENANT, check_conversation_id, check_message, 
 from ..agent import Agent, DoubleTexting, Turn
 from ..observability.context import TurnScope, current_turn
 from ..observability.hooks import EngineObserver, MessageSpan
+from ..routing import set_weights
 from ..store.base import (
     Acceptance,
     AcceptKind,
@@ -36,16 +37,19 @@ from ..store.base import (
     JSONObject,
     Limits,
     Receipt,
+    Routing,
     Store,
     TurnCommit,
     WorkItem,
 )
 from .commits import cancelled, committed, failed
 from .epoch import EpochWatch
+from .fleet_view import FleetView
 from .publisher import EventCallback, EventLogWriter, EventPublisher
 from .resolution import resolve_commit
 from .results import Conversation, TurnResult, to_turn_result
 from .settings import EngineSettings, EngineStats
+from .turn_counters import TurnCounters
 from .upkeep import Running, Upkeep
 from .waiting import await_own, await_receipt, follow_receipt
 
@@ -119,6 +123,8 @@ class Engine:
             max_attempts=self.settings.max_attempts,
         )
         self.stats = EngineStats()
+        #: Finished turns, their latency and time to first token, in the registry entry (canary analysis).
+        self.turn_counters = TurnCounters()
         self._running: dict[ConversationKey, Running] = {}
         self._waiters: dict[str, asyncio.Future[JSONObject]] = {}
         self._listeners: dict[str, EventCallback] = {}
@@ -134,6 +140,8 @@ class Engine:
         self._upkeep: Upkeep | None = None
         #: The store's epoch as this engine knows it; a change means the store lost its data (see ``epoch``).
         self.epoch = EpochWatch(self.settings.store_reset_hold)
+        #: The routing weights and the live instances by version, as last read (see ``fleet_view``).
+        self.fleet = FleetView()
         self._in_flight = 0
         #: Message ids are this engine's random prefix and a counter: unique fleet-wide, cheap to make.
         self._id_prefix = uuid.uuid4().hex[:16]
@@ -157,6 +165,7 @@ class Engine:
             self.store, self.settings, self.limits, self.stats, self._running,
             instance_id=self.instance_id, observer=self.observer, start_drive=self._start_drive,
             accepting=lambda: self._accepting, registry_entry=self.info, epoch=self.epoch,
+            version=self.agent.version, fleet_view=self.fleet.update,
         )
         await self._upkeep.start()
 
@@ -235,6 +244,7 @@ class Engine:
             "heartbeat_at": time.time(),
             "stats": {"committed": self.stats.committed, "failed": self.stats.failed,
                       "takeovers": self.stats.takeovers, "fenced": self.stats.fenced},
+            "counters": self.turn_counters.snapshot(),
         }
 
     async def reclaim_expired_leases(self, limit: int = 1000) -> int:
@@ -292,16 +302,20 @@ class Engine:
         double_texting: DoubleTexting | None = None,
         timeout: float | None = 300.0,
         on_event: EventCallback | None = None,
+        new_version: str | None = None,
     ) -> TurnResult:
         """Send one message and wait for its reply.
 
         ``on_event`` is called with each token the handler emits (when the turn runs on this instance).
+        A new conversation is pinned to the version the routing weights pick (``new_version`` overrides it: the
+        server passes the version a forwarding instance chose), or to this engine's when no weights are set.
         Raises a ``StatefleetClientError`` for bad input (nothing accepted), ``ConversationBusy`` under
-        policy ``reject``, ``TurnInterrupted`` when a newer message cancelled this one, ``TurnFailed`` when
+        policy ``reject``, ``WrongVersion`` when the conversation belongs to another version (nothing accepted;
+        the server forwards it), ``TurnInterrupted`` when a newer message cancelled this one, ``TurnFailed`` when
         the handler raised, ``TurnTimeout`` when ``timeout`` passed (the message is still processed).
         """
         accepted = await self._accept(conversation_id, text, tenant, metadata, idempotency_key, double_texting,
-                                      timeout, on_event)
+                                      timeout, on_event, new_version)
         return await self._outcome(accepted)
 
     async def submit(
@@ -315,6 +329,7 @@ class Engine:
         double_texting: DoubleTexting | None = None,
         timeout: float | None = 300.0,
         on_event: EventCallback | None = None,
+        new_version: str | None = None,
     ) -> tuple[str, asyncio.Task[TurnResult]]:
         """Send one message without waiting for its reply: return once the store has accepted it.
 
@@ -327,7 +342,7 @@ class Engine:
         >>> result = await reply
         """
         accepted = await self._accept(conversation_id, text, tenant, metadata, idempotency_key, double_texting,
-                                      timeout, on_event)
+                                      timeout, on_event, new_version)
         task = asyncio.create_task(self._outcome(accepted))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -358,6 +373,21 @@ class Engine:
                 with contextlib.suppress(BaseException):
                     await task
 
+    async def set_weights(self, weights: Mapping[str, object], *, actor: str, reason: str = "",
+                          expected_revision: int | None = None) -> Routing:
+        """Change the fleet's routing weights (audited), and apply them here at once (the rest of the fleet within
+        ``fleet_view_interval``). Raises ``InvalidWeights`` or ``RoutingConflict``; see ``routing.set_weights``.
+
+        >>> await engine.set_weights({"v1": 90, "v2": 10}, actor="alice", reason="canary of v2")
+        """
+        try:
+            routing = await set_weights(self.store, weights, actor=actor, reason=reason,
+                                        expected_revision=expected_revision)
+        except errors.ConfigError as exc:
+            raise errors.InvalidWeights(str(exc)) from None
+        self.fleet.update(routing, await self.store.instances())
+        return routing
+
     async def get(self, conversation_id: str, tenant: str = DEFAULT_TENANT) -> Conversation | None:
         """A snapshot of the conversation (version, turns, history window, state), or None."""
         view = await self.store.load(self.conversation_key(conversation_id, tenant))
@@ -379,6 +409,7 @@ class Engine:
         double_texting: DoubleTexting | None,
         timeout: float | None,
         on_event: EventCallback | None,
+        new_version: str | None = None,
     ) -> _Accepted:
         """Validate ``text`` and have the store accept it; start its turn when this engine got the lease.
 
@@ -414,7 +445,7 @@ class Engine:
             started = perf_counter()
             acceptance = await self.store.accept(
                 key, message, version=self.agent.version, owner=self.instance_id, policy=policy,
-                limits=self.limits,
+                limits=self.limits, new_version=new_version or self.fleet.new_version(key),
             )
             kind = acceptance.kind
             if observer is not None:
@@ -438,8 +469,8 @@ class Engine:
                 )
             elif kind is not AcceptKind.DUPLICATE:
                 raise errors.WrongVersion(
-                    f"conversation {conversation_id!r} is pinned to version {acceptance.version!r}; "
-                    f"this instance serves {self.agent.version!r}"
+                    f"conversation {conversation_id!r} belongs to version {acceptance.version!r}; "
+                    f"this instance serves {self.agent.version!r}", version=acceptance.version or "",
                 )
         except BaseException as exc:
             self._forget(message.id, span, exc)
@@ -569,6 +600,7 @@ class Engine:
                     self._follow(key, work.message.id)  # the new owner commits it; its caller gets that
                     return
                 self._count(commit.outcome)
+                self.turn_counters.record_turn(commit.outcome != "failed", time.time() - work.message.accepted_at)
                 if self._event_watchers:
                     self.events_appended(key)  # the commit appended the reply (or error) event
                 if self.observer is not None:
@@ -651,7 +683,8 @@ class Engine:
         if observer is not None:
             observer.turn_started(key, message.id, work.attempt, message.trace)
         publisher = EventPublisher(
-            self._event_writer, key, self._listeners.get(message.id), observer, message.accepted_at
+            self._event_writer, key, self._listeners.get(message.id), observer, message.accepted_at,
+            self.turn_counters,
         )
         turn = Turn(
             conversation_id=key.id,

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 
 from ..observability.hooks import EngineObserver
 from ..store.base import ConversationKey, JSONObject, Limits, Store
+from .turn_counters import TurnCounters
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def _cancelling() -> bool:
 class EventPublisher:
     """Streams one turn's tokens to its local caller at once, and to the engine's event log writer."""
 
-    __slots__ = ("_accepted_at", "_key", "_listener", "_observer", "_writer", "count")
+    __slots__ = ("_accepted_at", "_counters", "_key", "_listener", "_observer", "_writer", "count")
 
     def __init__(
         self,
@@ -118,18 +119,24 @@ class EventPublisher:
         listener: EventCallback | None,
         observer: EngineObserver | None,
         accepted_at: float,
+        counters: TurnCounters | None = None,
     ) -> None:
         self._writer = writer
         self._key = key
         self._listener = listener
         self._observer = observer
         self._accepted_at = accepted_at
+        self._counters = counters
         self.count = 0
 
     def publish(self, event: JSONObject) -> None:
         self.count += 1
-        if self.count == 1 and self._observer is not None:
-            self._observer.first_token(max(0.0, time.time() - self._accepted_at))
+        if self.count == 1:
+            seconds = max(0.0, time.time() - self._accepted_at)
+            if self._observer is not None:
+                self._observer.first_token(seconds)
+            if self._counters is not None:
+                self._counters.record_first_token(seconds)
         if self._listener is not None:
             self._listener(event)
         if self._writer is not None:

@@ -58,10 +58,14 @@ class EngineSettings:
     instance_id: str | None = None
     #: An instance that stops refreshing its registry entry (every third of this, s) leaves the fleet view.
     registry_ttl: float = 6.0
+    #: How often (s) the engine reads the routing weights and the live instances: a change of the weights
+    #: reaches every instance within this.
+    fleet_view_interval: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("lease_ttl", "sweep_interval", "conversation_ttl", "idempotency_ttl", "receipt_ttl",
-                     "outcome_ttl", "resolve_timeout", "events_ttl", "registry_ttl", "audit_interval"):
+                     "outcome_ttl", "resolve_timeout", "events_ttl", "registry_ttl", "audit_interval",
+                     "fleet_view_interval"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or value <= 0:
                 raise errors.ConfigError(f"engine setting {name}={value!r} must be a positive number of seconds")

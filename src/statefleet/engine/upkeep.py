@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from .. import errors
 from ..observability.hooks import EngineObserver
-from ..store.base import ConversationKey, JSONObject, Lease, Limits, Store, WorkItem
+from ..store.base import ConversationKey, JSONObject, Lease, Limits, Routing, Store, WorkItem
 from .epoch import EpochWatch
 from .settings import EngineSettings, EngineStats
 
@@ -85,6 +85,8 @@ class Upkeep:
         accepting: Callable[[], bool],
         registry_entry: Callable[[], JSONObject],
         epoch: EpochWatch,
+        version: str,
+        fleet_view: Callable[[Routing, list[JSONObject]], None],
     ) -> None:
         self._store = store
         self._settings = settings
@@ -99,15 +101,21 @@ class Upkeep:
         self._registry_entry = registry_entry
         #: Checked with every registry refresh: a changed epoch means the store lost its data.
         self._epoch = epoch
+        #: The agent version this engine serves: the sweeper only takes over conversations pinned to it.
+        self._version = version
+        #: Told the routing weights and the live instances every ``fleet_view_interval``.
+        self._fleet_view = fleet_view
         self._taking_over: list[asyncio.Task[None]] = []
         self._heartbeat: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         """Register in the fleet, then start the sweeper, the heartbeat and the registry refresh."""
         await self.register()
+        await self.refresh_fleet_view()
         self._taking_over = [
             asyncio.create_task(guard(self._sweep_forever, "sweeper")),
             asyncio.create_task(guard(self._register_forever, "registry")),
+            asyncio.create_task(guard(self._fleet_view_forever, "fleet view")),
             asyncio.create_task(guard(self._audit_forever, "audit")),
         ]
         self._heartbeat = [asyncio.create_task(guard(self._heartbeat_forever, "heartbeat"))]
@@ -138,6 +146,20 @@ class Upkeep:
             return
         if reset is not None and self._observer is not None:
             self._observer.store_reset(reset.previous, reset.current)
+
+    async def refresh_fleet_view(self) -> None:
+        """Read the routing weights and the live instances (which the server forwards messages to)."""
+        try:
+            routing, instances = await asyncio.gather(self._store.routing(), self._store.instances())
+        except Exception as exc:  # the last view stays; the next refresh retries
+            log.warning("could not read the routing weights and the fleet registry: %s", exc)
+            return
+        self._fleet_view(routing, instances)
+
+    async def _fleet_view_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.fleet_view_interval)
+            await self.refresh_fleet_view()
 
     async def _register_forever(self) -> None:
         while True:
@@ -209,14 +231,16 @@ class Upkeep:
     async def _sweep(self, limit: int) -> tuple[int, int]:
         """One sweep: up to ``limit`` due hints, reclaimed ``sweep_parallelism`` at a time. Returns the hints
         found, and how many of their conversations this instance took over."""
-        keys = [key for key in await self._store.expired_leases(limit) if key not in self._running]
+        keys = [key for key in await self._store.expired_leases(limit, version=self._version)
+                if key not in self._running]
         slots = asyncio.Semaphore(self._settings.sweep_parallelism)
 
         async def take_over(key: ConversationKey) -> bool:
             async with slots:
                 if key in self._running or not self._accepting():
                     return False
-                work = await self._store.reclaim(key, owner=self._instance_id, limits=self._limits)
+                work = await self._store.reclaim(key, owner=self._instance_id, limits=self._limits,
+                                                 version=self._version)
             if work is None:
                 return False
             self._took_over(key, work)

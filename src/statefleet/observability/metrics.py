@@ -231,6 +231,10 @@ class Metrics:
         self.backend_seconds = Histogram("statefleet_backend_call_duration_seconds",
                                          "Latency of calls handlers made to LLMs and tools.", [*av, "backend"],
                                          buckets=BACKEND_BUCKETS, registry=reg)
+        self.forwards = Counter("statefleet_forwarded_messages",
+                                "Messages of another version's conversations passed on (target: that version; "
+                                "outcome: forwarded, unavailable, unknown).", [*av, "target", "outcome"],
+                                registry=reg)
         info = Gauge("statefleet_build_info", "The agent and version this instance serves.",
                      [*av, "statefleet"], multiprocess_mode="livemax", registry=reg)
         from .._version import __version__
@@ -300,6 +304,10 @@ class Metrics:
             yield
         finally:
             gauge.dec()
+
+    def forwarded(self, target: str, outcome: str) -> None:
+        """A message was passed on to version ``target`` (or could not be: ``unavailable``, ``unknown``)."""
+        self.forwards.labels(*self._av, target, outcome).inc()
 
     def backend_child(self, backend: str, outcome: str) -> Any:
         return self.backend_calls.labels(*self._av, backend, outcome)

@@ -17,6 +17,7 @@ from ..observability.hooks import EngineObserver, fan_out
 from ..observability.metrics import Metrics, MetricsObserver
 from ..observability.store_metrics import MeteredStore
 from ..store import Store, open_store
+from .forwarding import Forwarder
 from .settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ class ServerState:
         self.tracer: Any = None
         self._provider: Any = None
         self._sampler: asyncio.Task[None] | None = None
+        #: Passes messages of another version's conversations on (made at start, with the instance id).
+        self.forwarder: Forwarder | None = None
 
     @property
     def engine(self) -> Engine:
@@ -73,6 +76,8 @@ class ServerState:
             engine = Engine(self.agent, store, self.settings.engine)
             engine.observer = self._observer(engine)
             engine.address = self.settings.advertise_address
+            self.forwarder = Forwarder(engine.instance_id, self.settings.version_url_template,
+                                       self.settings.max_forward_hops, self.settings.turn_timeout + 30.0)
             await engine.start()
             if self.metrics is not None:
                 self._sampler = asyncio.create_task(self.metrics.sample_forever(engine))
@@ -114,6 +119,8 @@ class ServerState:
                 self._sampler = None
             if self.metrics is not None:
                 self.metrics.flush()  # this worker's last counts, before it exits
+            if self.forwarder is not None:
+                await self.forwarder.close()
             if isinstance(self._store_source, str):
                 await engine.store.close()
             if self._provider is not None:

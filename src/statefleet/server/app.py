@@ -17,6 +17,7 @@ from ..store import Store
 from ._http import send_error
 from ._state import ServerState
 from ._types import Handler, Message, Receive, Scope, Send
+from .admin import AdminRoutes
 from .errors import MethodNotAllowed, RouteNotFound
 from .events import EventStream
 from .health import HealthRoutes
@@ -45,12 +46,14 @@ class StatefleetApp:
         self.state = ServerState(agent, store, self.settings)
         conversations = ConversationRoutes(self.state)
         health = HealthRoutes(self.state)
+        admin = AdminRoutes(self.state)
         self._websocket = WebSocketRoute(self.state)
         self._static: dict[str, dict[str, Handler]] = {
             "/healthz": {"GET": health.healthz},
             "/readyz": {"GET": health.readyz},
             "/v1/fleet": {"GET": health.fleet},
             "/openapi.json": {"GET": health.openapi},
+            "/v1/admin/routing": {"GET": admin.get_routing, "PUT": admin.put_routing},
         }
         if self.state.metrics is not None:
             self._static["/metrics"] = {"GET": health.metrics}

@@ -119,6 +119,32 @@ SCHEMAS: dict[str, Any] = {
             "started_at": {"type": "number"},
             "heartbeat_at": {"type": "number", "description": "When the instance last registered (unix s)."},
             "stats": {"type": "object", "description": "Counters: committed, failed, takeovers, fenced."},
+            "counters": {"type": "object", "description": "Turns, errors and latency buckets (canary analysis)."},
+        },
+    },
+    "Weights": {
+        "type": "object",
+        "description": "Percent of new conversations per version; whole numbers summing to 100.",
+        "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 100},
+        "propertyNames": {"pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"},
+    },
+    "Routing": {
+        "type": "object",
+        "required": ["revision", "weights"],
+        "properties": {
+            "revision": {"type": "integer", "minimum": 0, "description": "0: never set."},
+            "weights": _ref("Weights"),
+            "log": {"type": "array", "items": {"type": "object"},
+                    "description": "The last changes, newest first: at, actor, reason, old, new, revision."},
+        },
+    },
+    "RoutingChange": {
+        "type": "object",
+        "required": ["weights"],
+        "properties": {
+            "weights": _ref("Weights"),
+            "reason": {"type": "string", "description": "Why (kept in the audit log)."},
+            "revision": {"type": "integer", "description": "The revision read; 409 if they changed since."},
         },
     },
     "Fleet": {
@@ -191,7 +217,14 @@ def _message_operation() -> dict[str, Any]:
         "responses": {
             "200": {
                 "description": "The committed turn (or, for a retried Idempotency-Key, the original's).",
-                "headers": {"Idempotent-Replayed": {"description": "true on a retry", "schema": _STRING}},
+                "headers": {
+                    "Idempotent-Replayed": {"description": "true on a retry", "schema": _STRING},
+                    "X-Statefleet-Version": {"description": "The version the conversation is pinned to (echo it "
+                                                            "so the mesh routes straight there)", "schema": _STRING},
+                    "X-Statefleet-Forwarded-By": {"description": "Set when the instance the request reached "
+                                                                 "passed it on to the conversation's version",
+                                                  "schema": _STRING},
+                },
                 "content": {
                     JSON: {"schema": _ref("TurnResult")},
                     SSE: {"schema": {"type": "string", "description": "token*, then reply or error, then done"}},
@@ -202,7 +235,7 @@ def _message_operation() -> dict[str, Any]:
             "409": _error("Double texting policy reject while busy (conversation_busy), or interrupted."),
             "413": _error("Body or message larger than the limit."),
             "415": _error("Content-Type is not application/json."),
-            "421": _error("The conversation is pinned to another agent version."),
+
             "422": _error("Missing or wrongly typed text, metadata, double_texting or Idempotency-Key."),
             "500": _error("The agent's handler failed; nothing was committed."),
             "503": _BUSY,
@@ -298,6 +331,28 @@ def _paths() -> dict[str, Any]:
                 "503": _BUSY,
             },
         }},
+        "/v1/admin/routing": {
+            "get": {
+                "operationId": "getRouting", "summary": "The routing weights of new conversations, and their changes",
+                "responses": {"200": {"description": "Weights, revision and the last changes.",
+                                      "content": {JSON: {"schema": _ref("Routing")}}},
+                              "503": _BUSY},
+            },
+            "put": {
+                "operationId": "setRouting", "summary": "Change the routing weights (audited)",
+                "parameters": [{"name": "X-Statefleet-Actor", "in": "header", "required": False,
+                                "description": "Who changes them, for the audit log.", "schema": _STRING}],
+                "requestBody": {"required": True, "content": {JSON: {"schema": _ref("RoutingChange")}}},
+                "responses": {
+                    "200": {"description": "The new weights.", "content": {JSON: {"schema": _ref("Routing")}}},
+                    "400": _error("Malformed JSON or a body that is not an object."),
+                    "409": _error("The weights changed since `revision` (routing_conflict)."),
+                    "415": _error("Content-Type is not application/json."),
+                    "422": _error("Weights that are not whole percents of version names summing to 100."),
+                    "503": _BUSY,
+                },
+            },
+        },
         "/v1/fleet": {"get": {
             "operationId": "fleet", "summary": "The instances of the fleet",
             "responses": {"200": {"description": "Instances.", "content": {JSON: {"schema": _ref("Fleet")}}}},

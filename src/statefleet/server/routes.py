@@ -18,12 +18,15 @@ from ._http import check_json_content_type as check_json
 from ._state import ServerState
 from ._types import Receive, Scope, Send
 from .errors import Draining
+from .forwarding import VERSION, forwarded_version, hops_of
 
 log = logging.getLogger(__name__)
 
 _TRUE = frozenset(("true", "1", "yes"))
 _FALSE = frozenset(("false", "0", "no"))
-_REPLAYED = [(b"idempotent-replayed", b"true")]
+_REPLAYED = (b"idempotent-replayed", b"true")
+#: The cookie a browser sends back, for the mesh to route the conversation's requests to its version.
+VERSION_COOKIE = "statefleet-version"
 #: Keys taken from x-request-id are set apart from the Idempotency-Keys clients choose.
 REQUEST_ID_KEY_PREFIX = "x-request-id:"
 
@@ -81,8 +84,10 @@ class ConversationRoutes:
         engine = state.engine
         tenant = tenant_of(scope)
         engine.conversation_key(conversation_id, tenant)  # 400 before the body is read
+        hops = hops_of(scope)
         check_json(scope)
-        body = parse_json_object(await read_body(scope, receive, state.settings.max_body_bytes))
+        raw = await read_body(scope, receive, state.settings.max_body_bytes)
+        body = parse_json_object(raw)
         text, metadata, policy = message_fields(body)
         wait = _wait_param(scope)
         options: dict[str, Any] = {
@@ -91,25 +96,59 @@ class ConversationRoutes:
             "idempotency_key": idempotency_key_of(scope, state.settings.request_id_idempotency),
             "double_texting": policy,
             "timeout": state.settings.turn_timeout,
+            "new_version": forwarded_version(scope, hops),
         }
-        if not wait:
-            message_id, _reply = await engine.submit(conversation_id, text, **options)
-            await send_json(send, 202, dumps({"conversation_id": conversation_id, "message_id": message_id}))
-        elif "text/event-stream" in (header(scope, b"accept") or ""):
-            with state.stream("sse"):
-                await self._stream_reply(engine, send, conversation_id, text, options)
-        else:
-            result = await engine.send(conversation_id, text, **options)
-            await send_json(send, 200, dumps(result.to_json()), _REPLAYED if result.duplicate else None)
+        pinned = self._version_headers(conversation_id)
+        try:
+            if not wait:
+                message_id, _reply = await engine.submit(conversation_id, text, **options)
+                await send_json(send, 202, dumps({"conversation_id": conversation_id, "message_id": message_id}),
+                                pinned)
+            elif "text/event-stream" in (header(scope, b"accept") or ""):
+                with state.stream("sse"):
+                    await self._stream_reply(engine, send, conversation_id, text, options, pinned)
+            else:
+                result = await engine.send(conversation_id, text, **options)
+                await send_json(send, 200, dumps(result.to_json()),
+                                [*pinned, _REPLAYED] if result.duplicate else pinned)
+        except errors.WrongVersion as exc:  # raised before any answer started: pass the request on
+            await self._forward(scope, send, conversation_id, raw, exc.version, options["idempotency_key"], hops)
+
+    async def _forward(self, scope: Scope, send: Send, conversation_id: str, body: bytes, version: str,
+                       idempotency_key: str | None, hops: int) -> None:
+        state = self.state
+        forwarder = state.forwarder
+        assert forwarder is not None  # made when the engine started
+        targets = forwarder.targets(version, state.engine.fleet.instances_of(version))
+        outcome = "unavailable"
+        try:
+            outcome = await forwarder.forward(scope, send, targets=targets, version=version,
+                                              conversation_id=conversation_id, body=body,
+                                              idempotency_key=idempotency_key, hops=hops)
+        except errors.OutcomeUnknown:
+            outcome = "unknown"
+            raise
+        finally:
+            if state.metrics is not None:
+                state.metrics.forwarded(version, outcome)
+
+    def _version_headers(self, conversation_id: str) -> list[tuple[bytes, bytes]]:
+        """``X-Statefleet-Version`` and a cookie scoped to the conversation, so that a client or browser that
+        echoes either lets the mesh route the conversation's next requests straight to its version."""
+        version = self.state.agent.version.encode()
+        cookie = (f"{VERSION_COOKIE}={self.state.agent.version}; Path=/v1/conversations/{conversation_id}; "
+                  "SameSite=Lax; HttpOnly").encode("latin-1", "replace")
+        return [(VERSION, version), (b"set-cookie", cookie)]
 
     async def _stream_reply(
-        self, engine: Engine, send: Send, conversation_id: str, text: Any, options: dict[str, Any]
+        self, engine: Engine, send: Send, conversation_id: str, text: Any, options: dict[str, Any],
+        pinned: list[tuple[bytes, bytes]],
     ) -> None:
         """Tokens as the handler emits them, then the reply, then ``done``; errors after the start as events."""
         tokens = _TokenChannel()
         message_id, reply = await engine.submit(conversation_id, text, on_event=tokens.put, **options)
         reply.add_done_callback(tokens.close)
-        headers = [*SSE_HEADERS, (b"x-message-id", message_id.encode())]
+        headers = [*SSE_HEADERS, (b"x-message-id", message_id.encode()), *pinned]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         # Tokens framed while this request waited go out in one write.
         while (body := await tokens.take()) is not None:

@@ -80,6 +80,8 @@ class ServeOptions:
     handler_threads: int = 1
     #: A message without an Idempotency-Key takes the request's x-request-id as its key.
     request_id_idempotency: bool = True
+    #: Where instances of another version are reached when the registry lists none: ``http://x-{version}:8000``.
+    version_url_template: str | None = None
 
     def __repr__(self) -> str:
         from ..store import redact_url
@@ -100,6 +102,7 @@ def build_app(options: ServeOptions) -> StatefleetApp:
         advertise_address=options.advertise or (f"{options.host}:{options.port}" if options.port else None),
         metrics=options.metrics,
         request_id_idempotency=options.request_id_idempotency,
+        version_url_template=options.version_url_template or None,
     )
     return create_app(agent, options.store, settings)
 

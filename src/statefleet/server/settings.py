@@ -37,6 +37,11 @@ class ServerSettings:
     #: A message posted without an ``Idempotency-Key`` takes the request's ``x-request-id`` (set once by
     #: Envoy/Istio at the edge and kept on its retries) as its key, so a proxy's retry never runs a second turn.
     request_id_idempotency: bool = True
+    #: Where an instance of another version is reached when the fleet registry lists none (a per-version
+    #: Service), ``{version}`` standing for the version: ``http://support-{version}:8000``. None: the registry only.
+    version_url_template: str | None = None
+    #: A message is passed on at most this many times between versions (against loops while the fleet settles).
+    max_forward_hops: int = 2
     #: Export Prometheus metrics at ``/metrics`` (see docs/observability.md).
     metrics: bool = True
     #: OpenTelemetry tracing: None follows the OTEL_* variables (off unless they name an exporter).
@@ -50,7 +55,11 @@ class ServerSettings:
             value = getattr(self, name)
             if not isinstance(value, int | float) or value <= 0:
                 raise ConfigError(f"server setting {name}={value!r} must be a positive number of seconds")
-        for name in ("max_body_bytes", "retry_after"):
+        template = self.version_url_template
+        if template is not None and (not template.startswith(("http://", "https://")) or "{version}" not in template):
+            raise ConfigError(f"version URL template {template!r} must be an http(s):// URL with {{version}} in it, "
+                              "e.g. http://support-{version}:8000")
+        for name in ("max_body_bytes", "retry_after", "max_forward_hops"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"server setting {name}={value!r} must be a positive int")

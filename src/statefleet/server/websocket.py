@@ -10,6 +10,7 @@ and a proxy never replays a frame.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from .. import errors
@@ -60,7 +61,7 @@ class WebSocketRoute:
                 body = self._parse(message)
                 if state.draining:
                     raise Draining("this instance is draining; reconnect (another instance will serve you)")
-                await self._turn(send, conversation_id, tenant, body)
+                await self._turn(scope, send, conversation_id, tenant, body)
             except errors.StatefleetError as exc:
                 await _send_frame(send, {"type": "error", **error_data(exc)})
                 if isinstance(exc, Draining):
@@ -83,20 +84,48 @@ class WebSocketRoute:
         except UnicodeError:
             raise MalformedJSON("frame is not UTF-8 JSON") from None
 
-    async def _turn(self, send: Send, conversation_id: str, tenant: str, body: dict[str, Any]) -> None:
+    async def _turn(self, scope: Scope, send: Send, conversation_id: str, tenant: str,
+                    body: dict[str, Any]) -> None:
         text, metadata, policy = message_fields(body)
         stream = self.state.engine.stream(
             conversation_id, text, tenant=tenant, metadata=metadata, idempotency_key=body.get("idempotency_key"),
             double_texting=policy, timeout=self.state.settings.turn_timeout,
         )
         try:
-            async for event in stream:
-                await _send_frame(send, event)
+            try:
+                async for event in stream:
+                    await _send_frame(send, event)
+            except errors.WrongVersion as exc:  # nothing was accepted here: pass the message on
+                async for event in self._forwarded(scope, conversation_id, body, exc.version):
+                    await _send_frame(send, event)
         except errors.StatefleetError:
             raise
         except Exception as exc:
             log.exception("turn over WebSocket failed unexpectedly")
             await _send_frame(send, {"type": "error", **error_data(exc)})
+
+    async def _forwarded(self, scope: Scope, conversation_id: str, body: dict[str, Any],
+                         version: str) -> AsyncIterator[dict[str, Any]]:
+        """The message sent as a streamed POST to an instance of ``version``: its events, as this socket sends
+        them."""
+        state = self.state
+        forwarder = state.forwarder
+        assert forwarder is not None
+        outcome = "unavailable"
+        try:
+            events = forwarder.stream_events(
+                targets=forwarder.targets(version, state.engine.fleet.instances_of(version)), version=version,
+                conversation_id=conversation_id, path=f"/v1/conversations/{conversation_id}/messages",
+                body=dumps({key: value for key, value in body.items() if key != "idempotency_key"}),
+                scope=scope, idempotency_key=body.get("idempotency_key"),
+            )
+            async for event in events:
+                outcome = "forwarded"
+                yield event
+            outcome = "forwarded"
+        finally:
+            if state.metrics is not None:
+                state.metrics.forwarded(version, outcome)
 
 
 async def _send_frame(send: Send, frame: dict[str, Any]) -> None:

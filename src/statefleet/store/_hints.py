@@ -37,6 +37,8 @@ RETRY_EVERY = 1.0
 class _Sender(Protocol):
     async def send_hints(self, shard: str, args: list[str]) -> None: ...
 
+    async def send_version(self, version: str) -> None: ...
+
 
 class HintWriter:
     """Batches hint updates per shard and sends them in order: grants within ``GRANT_DELAY``, the rest within
@@ -48,36 +50,63 @@ class HintWriter:
         self._timer: asyncio.TimerHandle | None = None
         self._soon: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Versions whose first lease this process recorded in the store's list of versions.
+        self._versions: set[str] = set()
 
-    def grant(self, member: str, expiry: int | str) -> None:
+    @property
+    def versions(self) -> set[str]:
+        """The versions this process granted a lease of (or is recording)."""
+        return self._versions
+
+    def grant(self, member: str, version: str, expiry: int | str) -> None:
         """This instance was just granted a lease that expires at ``expiry`` (ms, server clock). Sent within
         ``GRANT_DELAY``: until it lands, nothing would find the lease should this instance stop."""
-        self._queue("a", member, expiry, urgent=True)
+        if version not in self._versions:
+            self._note_version(version)
+        self._queue("a", member, version, expiry, urgent=True)
 
-    def add(self, member: str, expiry: int | str) -> None:
+    def add(self, member: str, version: str, expiry: int | str) -> None:
         """A lease this instance holds (and whose hint exists, unless lost) now expires at ``expiry``."""
-        self._queue("a", member, expiry)
+        self._queue("a", member, version, expiry)
 
-    def add_if_present(self, member: str, expiry: int | str) -> None:
+    def add_if_present(self, member: str, version: str, expiry: int | str) -> None:
         """Someone else's live lease expires at ``expiry``: correct an early hint, never create one."""
-        self._queue("x", member, expiry)
+        self._queue("x", member, version, expiry)
 
-    def add_if_absent(self, member: str, score: int | str = 0) -> None:
+    def add_if_absent(self, member: str, version: str, score: int | str = 0) -> None:
         """Messages wait and nothing may index them: due now unless a hint exists (sent within ``GRANT_DELAY``)."""
-        self._queue("n", member, score, urgent=True)
+        self._queue("n", member, version, score, urgent=True)
 
-    def drop_if_due(self, member: str, score: int | str) -> None:
+    def drop_if_due(self, member: str, version: str, score: int | str) -> None:
         """The lease that expired at ``score`` is free (or the conversation idle): drop a hint not later."""
-        self._queue("d", member, score)
+        self._queue("d", member, version, score)
 
-    def _queue(self, op: str, member: str, score: int | str, *, urgent: bool = False) -> None:
+    def _queue(self, op: str, member: str, version: str, score: int | str, *, urgent: bool = False) -> None:
         pending = self._pending
         if urgent:
             if self._soon is None:
                 self._soon = asyncio.get_running_loop().call_later(GRANT_DELAY, self.flush)
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(FLUSH_DELAY, self.flush)
-        pending.setdefault(hint_key_of(member), []).extend((op, member, str(score)))
+        pending.setdefault(hint_key_of(member, version), []).extend((op, member, str(score)))
+
+    def _note_version(self, version: str) -> None:
+        """Record a version's first lease (once per process), so that the fleet's backlog sums it."""
+        self._versions.add(version)
+        task = asyncio.ensure_future(self._send_version(version))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send_version(self, version: str) -> None:
+        for attempt in range(RETRIES + 1):
+            try:
+                await self._sender.send_version(version)
+                return
+            except Exception:
+                if attempt == RETRIES:
+                    self._versions.discard(version)  # the next grant tries again
+                    return
+                await asyncio.sleep(RETRY_EVERY)
 
     def flush(self) -> None:
         """Send the updates queued so far now. A read of the hints that calls this first sees them: the sends

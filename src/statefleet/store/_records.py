@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ..errors import RoutingConflict
 from .base import (
     Acceptance,
     AcceptKind,
@@ -25,6 +27,7 @@ from .base import (
     Policy,
     Receipt,
     RenewOutcome,
+    Routing,
     TurnCommit,
     WorkItem,
 )
@@ -107,7 +110,7 @@ def _take_head(record: Record, key: ConversationKey, owner: str, now: float, lim
 def _work(record: Record, key: ConversationKey) -> WorkItem:
     assert record.lease_owner is not None
     return WorkItem(
-        lease=Lease(key, record.lease_owner, record.lease_token),
+        lease=Lease(key, record.lease_owner, record.lease_token, record.version),
         message=record.inbox[0],
         version=record.version,
         turns=record.turns,
@@ -128,6 +131,7 @@ def accept(
     policy: Policy,
     limits: Limits,
     now: float,
+    new_version: str | None = None,
 ) -> tuple[Acceptance, Record | None, Effects]:
     """Accept ``message`` into ``record`` (created when None). Returns the record to save (None: unchanged)."""
     fx = Effects()
@@ -139,6 +143,8 @@ def accept(
         )
     if record is not None and record.version != version:
         return Acceptance(AcceptKind.WRONG_VERSION, message.id, version=record.version), None, fx
+    if record is None and new_version and new_version != version:
+        return Acceptance(AcceptKind.WRONG_VERSION, message.id, version=new_version), None, fx
     if record is None:
         record = Record(version=version, created_at=now, active_at=now, fence=new_fence(now))
     busy = lease_live(record, now) or bool(record.inbox)
@@ -252,15 +258,19 @@ def release(record: Record | None, lease: Lease, *, started: bool = True) -> tup
 
 
 def reclaim(
-    record: Record | None, key: ConversationKey, *, owner: str, limits: Limits, now: float
+    record: Record | None, key: ConversationKey, *, owner: str, limits: Limits, now: float,
+    version: str | None = None,
 ) -> tuple[WorkItem | None, Record | None, Effects, Receipt | None]:
-    """Take over an expired or released lease with work pending.
+    """Take over an expired or released lease with work pending (of a conversation pinned to ``version``,
+    when given; one pinned to another is left alone).
 
     Returns (work, record to save, effects, receipt of a message failed for too many attempts).
     """
     fx = Effects()
     if record is None:
         fx.drop_hint = True
+        return None, None, fx, None
+    if version is not None and record.version != version:
         return None, None, fx, None
     if lease_live(record, now):
         fx.hint = record.lease_expires
@@ -311,3 +321,16 @@ def view(key: ConversationKey, record: Record, now: float) -> ConversationView:
         pending=len(record.inbox),
         lease_owner=record.lease_owner if lease_live(record, now) else None,
     )
+
+
+def change_routing(
+    current: Routing, weights: Mapping[str, int], expected_revision: int | None, change: JSONObject
+) -> tuple[Routing, JSONObject]:
+    """The routing after a change, and its log entry (``set_routing`` of the SQLite and memory stores)."""
+    if expected_revision is not None and expected_revision != current.revision:
+        raise RoutingConflict(
+            f"the routing weights changed meanwhile (revision {current.revision}, not {expected_revision}): "
+            f"now {current.weights}; read them again and retry"
+        )
+    new = Routing(dict(weights), current.revision + 1)
+    return new, {**change, "old": current.weights, "new": new.weights, "revision": new.revision}

@@ -17,10 +17,15 @@ routes by them):
 Fleet-wide, outside every conversation's slot, and never touched by a conversation's scripts (``_hints``
 updates them after the scripts answer; they are hints, see docs/architecture.md):
 
-- ``sf:leases:{<tag>}`` — 16 sorted sets of lease-expiry hints (member ``tenant:id``, score the expiry in ms
-  on the conversation's Redis clock). Their hash tags are chosen so that the 16 keys fall in 16 different
-  ranges of 1,024 slots: a Redis Cluster spreads them over its primaries. The number of members is the
-  backlog: conversations with messages accepted and not yet committed
+- ``sf:leases:<version>:{<tag>}`` — per agent version, 16 sorted sets of lease-expiry hints (member
+  ``tenant:id``, score the expiry in ms on the conversation's Redis clock). Their hash tags are chosen so that
+  the 16 keys fall in 16 different ranges of 1,024 slots: a Redis Cluster spreads them over its primaries. The
+  number of members is the backlog: conversations with messages accepted and not yet committed. Apart per
+  version, so an instance's sweeper only ever finds (and takes over) conversations pinned to its own version
+- ``sf:versions`` — the versions that ever had a lease hint (to sum the backlog over every version)
+- ``sf:{routing}`` and ``sf:{routing}:log`` — the fleet's routing weights (hash: ``w`` the weights JSON,
+  ``r`` the revision) and the bounded log of their changes (a list, newest first), in one slot so that
+  ``routing.lua`` changes both atomically
 - ``sf:epoch:{<tag>}`` — the fleet's epoch marker, one per hint shard's slot range (same tags): instances that
   see it change know the store — or, on a Cluster, part of it — lost its data
 - ``sf:instances`` — hash of the fleet's instances (id → JSON info with a heartbeat time)
@@ -29,6 +34,7 @@ updates them after the scripts answer; they are hints, see docs/architecture.md)
 
 from __future__ import annotations
 
+import functools
 import zlib
 from typing import NamedTuple
 
@@ -59,14 +65,19 @@ def _spread_tag(shard: int) -> str:
 
 
 _TAGS: tuple[str, ...] = tuple(_spread_tag(shard) for shard in range(HINT_SHARDS))
-#: All hint shards, in order.
-HINT_KEYS: tuple[str, ...] = tuple(f"{PREFIX}:leases:{{{tag}}}" for tag in _TAGS)
 #: The epoch marker's copies, one per hint shard's slot range (see ``RedisStore.fleet_epoch``).
 EPOCH_KEYS: tuple[str, ...] = tuple(f"{PREFIX}:epoch:{{{tag}}}" for tag in _TAGS)
 #: The fleet's instance registry.
 INSTANCES = f"{PREFIX}:instances"
 #: Held by the instance repairing lost hints.
 AUDIT = f"{PREFIX}:audit"
+#: The versions that ever had a lease hint.
+VERSIONS = f"{PREFIX}:versions"
+#: The routing weights and their change log (one slot).
+ROUTING = f"{PREFIX}:{{routing}}"
+ROUTING_LOG = f"{PREFIX}:{{routing}}:log"
+#: Matches every conversation's meta hash (``SCAN`` pattern, to count conversations per version).
+META_PATTERN = f"{PREFIX}:{{*}}:{META}"
 #: Matches every conversation's inbox (``SCAN`` pattern; inboxes exist only while not empty).
 INBOX_PATTERN = f"{PREFIX}:{{*}}:{INBOX}"
 
@@ -100,9 +111,15 @@ def conversation_keys(key: ConversationKey) -> ConversationKeys:
     )
 
 
-def hint_key_of(member: str) -> str:
-    """The hint shard of a conversation (by its member ``tenant:id``)."""
-    return HINT_KEYS[zlib.crc32(member.encode()) % HINT_SHARDS]
+@functools.lru_cache(maxsize=256)
+def hint_keys(version: str) -> tuple[str, ...]:
+    """The 16 hint shards of the conversations pinned to ``version``, in order."""
+    return tuple(f"{PREFIX}:leases:{version}:{{{tag}}}" for tag in _TAGS)
+
+
+def hint_key_of(member: str, version: str) -> str:
+    """The hint shard of a conversation (by its member ``tenant:id`` and its version)."""
+    return hint_keys(version)[zlib.crc32(member.encode()) % HINT_SHARDS]
 
 
 def conversation_of(member: str) -> ConversationKey:
@@ -114,3 +131,8 @@ def conversation_of(member: str) -> ConversationKey:
 def member_of_inbox(inbox_key: str) -> str:
     """The hint member of an inbox key ``sf:{tenant:id}:i``."""
     return inbox_key[len(PREFIX) + 2:-len(INBOX) - 2]
+
+
+def meta_of_inbox(inbox_key: str) -> str:
+    """The meta hash key ``sf:{tenant:id}:m`` of an inbox key ``sf:{tenant:id}:i``."""
+    return inbox_key[:-len(INBOX)] + META

@@ -60,6 +60,9 @@ class Lease:
     key: ConversationKey
     owner: str
     token: int
+    #: The version the conversation is pinned to (the store indexes a lease's takeover hint by it, so that only
+    #: instances of that version ever take the conversation over).
+    version: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +179,17 @@ class ConversationView:
 
 
 @dataclass(frozen=True, slots=True)
+class Routing:
+    """The fleet's routing weights: the share (in percent) of *new* conversations pinned to each version."""
+
+    #: Version -> weight; the weights sum to 100. Empty: never set (a new conversation is pinned to the version
+    #: of the instance that accepts it).
+    weights: dict[str, int]
+    #: Bumped by every change; 0 when never set.
+    revision: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Limits:
     """Bounds and timings the store applies; passed with each call so one store can serve many agents."""
 
@@ -215,8 +229,14 @@ class Store(Protocol):
         owner: str,
         policy: Policy,
         limits: Limits,
+        new_version: str | None = None,
     ) -> Acceptance:
-        """Durably append ``message`` to the inbox (or find its receipt), and take the lease if it is free."""
+        """Durably append ``message`` to the inbox (or find its receipt), and take the lease if it is free.
+
+        ``version`` is the caller's: a conversation pinned to another one is not accepted (``WRONG_VERSION``).
+        A new conversation is pinned to ``new_version`` (default ``version``); when that is not the caller's,
+        nothing is created either: ``WRONG_VERSION`` names ``new_version``, for the caller to forward to.
+        """
         ...
 
     async def commit(self, lease: Lease, commit: TurnCommit, *, limits: Limits) -> CommitOutcome:
@@ -235,12 +255,19 @@ class Store(Protocol):
         """
         ...
 
-    async def reclaim(self, key: ConversationKey, *, owner: str, limits: Limits) -> WorkItem | None:
-        """Take over the lease of a conversation whose owner stopped renewing it, with a new token."""
+    async def reclaim(
+        self, key: ConversationKey, *, owner: str, limits: Limits, version: str | None = None
+    ) -> WorkItem | None:
+        """Take over the lease of a conversation whose owner stopped renewing it, with a new token.
+
+        With ``version``, a conversation pinned to another version is left alone (None is returned): an instance
+        only ever runs turns of its own version.
+        """
         ...
 
-    async def expired_leases(self, limit: int) -> list[ConversationKey]:
-        """Conversations whose lease may have expired with messages pending (hints; reclaim decides)."""
+    async def expired_leases(self, limit: int, *, version: str | None = None) -> list[ConversationKey]:
+        """Conversations (pinned to ``version``; None: any) whose lease may have expired with messages pending
+        (hints; reclaim decides)."""
         ...
 
     async def receipt(self, key: ConversationKey, *, message_id: str) -> Receipt | None:
@@ -266,9 +293,30 @@ class Store(Protocol):
         """Events after the id ``after`` (from the oldest retained when None), oldest first."""
         ...
 
-    async def backlog(self) -> int:
-        """Conversations fleet-wide with messages accepted and not yet committed — running or waiting (cheap:
-        no scan; on Redis read from the lease hints, so briefly off after a crash)."""
+    async def backlog(self, version: str | None = None) -> int:
+        """Conversations fleet-wide (pinned to ``version``; None: any) with messages accepted and not yet
+        committed — running or waiting (cheap: no scan; on Redis read from the lease hints, so briefly off after
+        a crash)."""
+        ...
+
+    async def pinned_conversations(self) -> dict[str, int]:
+        """Live conversations per pinned version (a scan of every conversation: for operators, not hot paths)."""
+        ...
+
+    async def routing(self) -> Routing:
+        """The fleet's routing weights (``Routing({}, 0)`` when never set)."""
+        ...
+
+    async def set_routing(
+        self, weights: Mapping[str, int], *, expected_revision: int | None, change: JSONObject, log_max: int
+    ) -> Routing:
+        """Replace the weights, if the revision is still ``expected_revision`` (None: whatever it is), and
+        append ``change`` to the routing log with ``old``, ``new`` and ``revision`` filled in, keeping the last
+        ``log_max`` entries. Raises ``RoutingConflict`` when another change came first."""
+        ...
+
+    async def routing_log(self, limit: int) -> list[JSONObject]:
+        """The last ``limit`` changes of the routing weights, newest first."""
         ...
 
     async def repair_hints(self, owner: str) -> int:

@@ -22,6 +22,7 @@ from .base import (
     Policy,
     Receipt,
     RenewOutcome,
+    Routing,
     TurnCommit,
     WorkItem,
 )
@@ -75,6 +76,8 @@ class MemoryStore:
         self._hints: dict[ConversationKey, float] = {}
         self._event_seq = 0
         self._instances: dict[str, tuple[JSONObject, float]] = {}
+        self._routing = Routing({}, 0)
+        self._routing_log: deque[JSONObject] = deque()
         self._clock = time.time
 
     # -- helpers -------------------------------------------------------------------------------------------
@@ -163,6 +166,7 @@ class MemoryStore:
         owner: str,
         policy: Policy,
         limits: Limits,
+        new_version: str | None = None,
     ) -> Acceptance:
         now = self._clock()
         existing = None
@@ -170,7 +174,7 @@ class MemoryStore:
             existing = self._get_receipt(key, _records.receipt_name_for_key(message.idempotency_key), now)
         acceptance, record, fx = _records.accept(
             self._record(key, now), existing, key, message,
-            version=version, owner=owner, policy=policy, limits=limits, now=now,
+            version=version, owner=owner, policy=policy, limits=limits, now=now, new_version=new_version,
         )
         self._apply(key, record, fx, limits, now)
         return acceptance
@@ -196,17 +200,20 @@ class MemoryStore:
             self._records[lease.key] = record
         self._apply(lease.key, None, fx, Limits(), now)
 
-    async def reclaim(self, key: ConversationKey, *, owner: str, limits: Limits) -> WorkItem | None:
+    async def reclaim(
+        self, key: ConversationKey, *, owner: str, limits: Limits, version: str | None = None
+    ) -> WorkItem | None:
         now = self._clock()
         work, record, fx, _failed = _records.reclaim(
-            self._record(key, now), key, owner=owner, limits=limits, now=now
+            self._record(key, now), key, owner=owner, limits=limits, now=now, version=version
         )
         self._apply(key, record, fx, limits, now)
         return work
 
-    async def expired_leases(self, limit: int) -> list[ConversationKey]:
+    async def expired_leases(self, limit: int, *, version: str | None = None) -> list[ConversationKey]:
         now = self._clock()
-        due = [key for key, expires in self._hints.items() if expires <= now]
+        due = [key for key, expires in self._hints.items() if expires <= now and (
+            version is None or ((record := self._records.get(key)) is not None and record.version == version))]
         return due[:limit]
 
     async def receipt(self, key: ConversationKey, *, message_id: str) -> Receipt | None:
@@ -233,9 +240,33 @@ class MemoryStore:
             return []
         return log.after(int(after) if after else 0, limit)
 
-    async def backlog(self) -> int:
+    async def backlog(self, version: str | None = None) -> int:
         now = self._clock()
-        return sum(1 for key, record in self._records.items() if record.inbox and self._expires.get(key, 0) > now)
+        return sum(1 for key, record in self._records.items() if record.inbox and self._expires.get(key, 0) > now
+                   and (version is None or record.version == version))
+
+    async def pinned_conversations(self) -> dict[str, int]:
+        now = self._clock()
+        counts: dict[str, int] = {}
+        for key, record in self._records.items():
+            if self._expires.get(key, 0) > now:
+                counts[record.version] = counts.get(record.version, 0) + 1
+        return counts
+
+    async def routing(self) -> Routing:
+        return self._routing
+
+    async def set_routing(
+        self, weights: Mapping[str, int], *, expected_revision: int | None, change: JSONObject, log_max: int
+    ) -> Routing:
+        self._routing, entry = _records.change_routing(self._routing, weights, expected_revision, change)
+        self._routing_log.appendleft(entry)
+        while len(self._routing_log) > max(1, log_max):
+            self._routing_log.pop()
+        return self._routing
+
+    async def routing_log(self, limit: int) -> list[JSONObject]:
+        return list(self._routing_log)[:max(0, limit)]
 
     async def repair_hints(self, owner: str) -> int:
         return 0  # nothing to repair: the index of expiring leases changes with the conversation itself

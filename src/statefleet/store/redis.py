@@ -26,18 +26,23 @@ from importlib import resources
 from typing import Any, NamedTuple, cast
 
 from .._json import dumps_str as _dumps
-from ..errors import StoreError, StoreUnavailable
+from ..errors import RoutingConflict, StoreError, StoreUnavailable
 from ._hints import HintWriter
 from ._records import receipt_name_for_key, receipt_name_for_message
 from ._redis_keys import (
     AUDIT,
     EPOCH_KEYS,
-    HINT_KEYS,
     INBOX_PATTERN,
     INSTANCES,
+    META_PATTERN,
+    ROUTING,
+    ROUTING_LOG,
+    VERSIONS,
     conversation_keys,
     conversation_of,
+    hint_keys,
     member_of_inbox,
+    meta_of_inbox,
 )
 from ._resp import ConnectionClosed, ReplyError
 from ._router import RedisRouter
@@ -55,6 +60,7 @@ from .base import (
     Policy,
     Receipt,
     RenewOutcome,
+    Routing,
     StoreStats,
     TurnCommit,
     WorkItem,
@@ -62,7 +68,7 @@ from .base import (
 
 _SCRIPTS = (
     "accept", "commit", "renew", "release", "reclaim", "load", "receipt", "delete", "append_events", "expired",
-    "hints",
+    "hints", "routing",
 )
 #: Error replies that mean "the store cannot serve now, try again shortly" (a restart loading its data, a
 #: script running too long, a replica without its primary, a read-only replica after a failover, a cluster
@@ -149,7 +155,7 @@ def _history(utterances: list[str]) -> list[JSONObject]:
 def _work(key: ConversationKey, owner: str, reply: list[Any], message: InboundMessage | None = None) -> WorkItem:
     """Decode ``{tag, token, attempt, turns, version, state, head body, expiry, history...}``."""
     return WorkItem(
-        lease=Lease(key, owner, int(reply[1])),
+        lease=Lease(key, owner, int(reply[1]), reply[4]),
         message=_message(reply[6]) if reply[6] is not None else cast(InboundMessage, message),
         version=reply[4],
         turns=int(reply[3]),
@@ -200,14 +206,14 @@ class RedisStore:
         except ConnectionClosed as exc:
             raise self._unanswered(exc) from exc
 
-    async def _granting(self, member: str, name: str, keys: list[str], args: list[str]) -> Any:
+    async def _granting(self, member: str, version: str, name: str, keys: list[str], args: list[str]) -> Any:
         """Run a script that may grant, hand on or free a lease. If its reply is lost (the script may have run),
         the lease it may have granted has no hint and nobody to renew it: mark the conversation due now, so the
         sweeper looks at it once the lease expires instead of the audit a minute later."""
         try:
             return await self._eval(name, keys, args)
         except StoreUnavailable:
-            self._hints.add_if_absent(member)
+            self._hints.add_if_absent(member, version)
             raise
 
     async def _run(self, key: str | None, *args: str | int) -> Any:
@@ -234,6 +240,10 @@ class RedisStore:
         stats.ops["hints"] = stats.ops.get("hints", 0) + 1
         await self._run(shard, "EVALSHA", self._shas["hints"], 1, shard, *args)
 
+    async def send_version(self, version: str) -> None:
+        """Add a version to the list the backlog sums (``HintWriter`` calls it at a version's first lease)."""
+        await self._run(VERSIONS, "SADD", VERSIONS, version)
+
     # -- Store ---------------------------------------------------------------------------------------------
 
     async def accept(
@@ -245,6 +255,7 @@ class RedisStore:
         owner: str,
         policy: Policy,
         limits: Limits,
+        new_version: str | None = None,
     ) -> Acceptance:
         k = conversation_keys(key)
         lim = _limit_args(limits)
@@ -253,15 +264,15 @@ class RedisStore:
         if kname:
             keys.append(k.receipts + kname)
         reply = await self._granting(
-            k.member, "accept", keys,
+            k.member, version, "accept", keys,
             [
                 entry, _dumps([message.id, "", "pending", None]), version, owner, policy,
-                lim.lease, lim.conversation, lim.idempotency, lim.receipt, lim.inbox_max,
+                lim.lease, lim.conversation, lim.idempotency, lim.receipt, lim.inbox_max, new_version or "",
             ],
         )
         tag = reply[0]
         if tag == "L":
-            self._hints.grant(k.member, reply[7])
+            self._hints.grant(k.member, version, reply[7])
             return Acceptance(AcceptKind.LEASED, message.id, work=_work(key, owner, reply, message), owner=owner)
         if tag == "Q":
             return Acceptance(AcceptKind.QUEUED, message.id, owner=reply[1])
@@ -286,16 +297,17 @@ class RedisStore:
             lim.window, lim.lease, lim.conversation, lim.idempotency, lim.receipt, lim.events_max, lim.events,
             lim.outcome, str(len(utterances)), *utterances, *[_dumps(e) for e in commit.events],
         ]
-        reply = await self._granting(k.member, "commit", keys, args)
+        version = lease.version
+        reply = await self._granting(k.member, version, "commit", keys, args)
         if reply[0] == "K":
             # The commit did not name the message's idempotency key: nothing was written; name it and go again.
-            reply = await self._granting(k.member, "commit", [*keys[:6], k.receipts + reply[1]], args)
+            reply = await self._granting(k.member, version, "commit", [*keys[:6], k.receipts + reply[1]], args)
         tag = reply[0]
         if tag == "C":
-            self._hints.drop_if_due(k.member, reply[2])
+            self._hints.drop_if_due(k.member, version, reply[2])
             return CommitOutcome(False, None, int(reply[1]))
         if tag == "N":
-            self._hints.grant(k.member, reply[7])
+            self._hints.grant(k.member, version, reply[7])
             work = _work(lease.key, lease.owner, reply)
             return CommitOutcome(False, work, work.turns)
         return CommitOutcome(fenced=True)
@@ -309,54 +321,77 @@ class RedisStore:
         )
         if kept:
             # Also repairs a hint lost since the lease was granted: at most one heartbeat late.
-            self._hints.add(k.member, expiry)
+            self._hints.add(k.member, lease.version, expiry)
         return RenewOutcome(kept=bool(kept), interrupt=bool(interrupt))
 
     async def release(self, lease: Lease, *, started: bool = True) -> None:
         k = conversation_keys(lease.key)
         released, pending, expiry = await self._granting(
-            k.member, "release", [k.meta, k.inbox], [lease.owner, str(lease.token), "1" if started else "0"]
+            k.member, lease.version, "release", [k.meta, k.inbox],
+            [lease.owner, str(lease.token), "1" if started else "0"],
         )
         if released and pending:
-            self._hints.grant(k.member, 0)  # due now (sent at once: a draining instance is leaving)
+            self._hints.grant(k.member, lease.version, 0)  # due now (sent at once: a draining instance is leaving)
         elif released:
-            self._hints.drop_if_due(k.member, expiry)
+            self._hints.drop_if_due(k.member, lease.version, expiry)
 
-    async def reclaim(self, key: ConversationKey, *, owner: str, limits: Limits) -> WorkItem | None:
+    async def reclaim(
+        self, key: ConversationKey, *, owner: str, limits: Limits, version: str | None = None
+    ) -> WorkItem | None:
         k = conversation_keys(key)
         lim = _limit_args(limits)
         keys = [k.meta, k.history, k.state, k.inbox, k.events]
         args = [
             owner, lim.lease, lim.conversation, lim.idempotency, lim.receipt, lim.max_attempts,
-            lim.events_max, lim.events, k.receipts, lim.outcome,
+            lim.events_max, lim.events, k.receipts, lim.outcome, version or "",
         ]
-        reply = await self._granting(k.member, "reclaim", keys, args)
+        # A lost reply marks the conversation due in the caller's version's hints: with ``version`` given, that
+        # is the conversation's own (else nothing is granted); without, a due mark anywhere is only a hint.
+        hinted = version or ""
+        reply = await self._granting(k.member, hinted, "reclaim", keys, args)
         if reply[0] == "K":
             # The head message fails (too many attempts): name its receipts and go again (nothing was written).
-            reply = await self._granting(k.member, "reclaim", [*keys, *[k.receipts + name for name in reply[1:]]],
-                                         args)
+            reply = await self._granting(k.member, hinted, "reclaim",
+                                         [*keys, *[k.receipts + name for name in reply[1:]]], args)
         tag = reply[0]
+        if tag == "V":  # pinned to another version: a stray hint in this version's shards (never taken over)
+            if version is not None:
+                self._hints.drop_if_due(k.member, version, reply[2])
+            return None
         if tag == "-":
             expiry, now = int(reply[1]), reply[2]
-            if expiry:
-                self._hints.add_if_present(k.member, expiry)
-            else:
-                self._hints.drop_if_due(k.member, now)
+            # Without ``version`` the hint's shard is not known here: correct it in every version's seen so far.
+            for shard_version in (version,) if version is not None else tuple(self._hints.versions):
+                if expiry:
+                    self._hints.add_if_present(k.member, shard_version, expiry)
+                else:
+                    self._hints.drop_if_due(k.member, shard_version, now)
             return None
         if not tag.startswith("T:"):
             return None  # still 'K': another instance is failing the same head; the next sweep sees the result
-        self._hints.grant(k.member, reply[7])
-        return dataclasses.replace(_work(key, owner, reply), previous_owner=tag[2:] or None)
+        work = _work(key, owner, reply)
+        self._hints.grant(k.member, work.version, reply[7])
+        return dataclasses.replace(work, previous_owner=tag[2:] or None)
 
-    async def expired_leases(self, limit: int) -> list[ConversationKey]:
+    async def _versions(self, version: str | None) -> list[str]:
+        """``[version]``, or every version that ever had a lease hint."""
+        if version is not None:
+            return [version]
+        # With the ones this process has seen: its own first lease of a version may still be on its way there.
+        return sorted(set(cast(list[str], await self._run(VERSIONS, "SMEMBERS", VERSIONS))) | self._hints.versions)
+
+    async def expired_leases(self, limit: int, *, version: str | None = None) -> list[ConversationKey]:
         if limit <= 0:
+            return []
+        shards = [shard for v in await self._versions(version) for shard in hint_keys(v)]
+        if not shards:
             return []
         # Every shard at once (one write per node). Conversations spread evenly over the shards, so twice the
         # even share from each finds ``limit`` when that many are due; the sweeper asks again when it got a full
         # batch.
-        per_shard = str(2 * -(-limit // len(HINT_KEYS)))
+        per_shard = str(2 * -(-limit // len(shards)))
         self._hints.flush()
-        replies = await asyncio.gather(*[self._eval("expired", [shard], [per_shard]) for shard in HINT_KEYS])
+        replies = await asyncio.gather(*[self._eval("expired", [shard], [per_shard]) for shard in shards])
         keys = [conversation_of(member) for reply in replies for member in reply[::2]]
         random.shuffle(keys)  # instances sweeping at once start on different conversations
         return keys[:limit]
@@ -385,8 +420,9 @@ class RedisStore:
 
     async def delete(self, key: ConversationKey) -> bool:
         k = conversation_keys(key)
-        existed, until = await self._eval("delete", [k.meta, k.history, k.state, k.inbox, k.events], [])
-        self._hints.drop_if_due(k.member, until)
+        existed, until, version = await self._eval("delete", [k.meta, k.history, k.state, k.inbox, k.events], [])
+        if version:
+            self._hints.drop_if_due(k.member, version, until)
         return bool(existed)
 
     async def append_events(self, batches: Mapping[ConversationKey, list[JSONObject]], *, limits: Limits) -> None:
@@ -417,12 +453,47 @@ class RedisStore:
             events.append(Event(event_id, str(data.pop("type")), data))
         return events
 
-    async def backlog(self) -> int:
+    async def backlog(self, version: str | None = None) -> int:
         """Conversations with messages accepted and not yet committed: the lease hints (see ``_hints``)."""
         self.stats.round_trips += 1
         self._hints.flush()
-        counts = await asyncio.gather(*[self._run(shard, "ZCARD", shard) for shard in HINT_KEYS])
+        shards = [shard for v in await self._versions(version) for shard in hint_keys(v)]
+        counts = await asyncio.gather(*[self._run(shard, "ZCARD", shard) for shard in shards])
         return sum(int(n) for n in counts)
+
+    async def pinned_conversations(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        async for metas in self._router.scan(META_PATTERN, type_="hash", count=1000):
+            versions = await asyncio.gather(*[self._run(meta, "HGET", meta, "v") for meta in metas])
+            for version in versions:
+                if version is not None:
+                    counts[version] = counts.get(version, 0) + 1
+        return counts
+
+    async def routing(self) -> Routing:
+        weights, revision = await self._run(ROUTING, "HMGET", ROUTING, "w", "r")
+        return Routing(json.loads(weights) if weights else {}, int(revision or 0))
+
+    async def set_routing(
+        self, weights: Mapping[str, int], *, expected_revision: int | None, change: JSONObject, log_max: int
+    ) -> Routing:
+        changed, revision, current = await self._run(
+            ROUTING, "EVALSHA", self._shas["routing"], 2, ROUTING, ROUTING_LOG,
+            "" if expected_revision is None else str(expected_revision), _dumps(dict(weights)), _dumps(change),
+            str(max(1, log_max)),
+        )
+        if not changed:
+            raise RoutingConflict(
+                f"the routing weights changed meanwhile (revision {revision}, not {expected_revision}): "
+                f"now {current}; read them again and retry"
+            )
+        return Routing(json.loads(current), int(revision))
+
+    async def routing_log(self, limit: int) -> list[JSONObject]:
+        if limit <= 0:
+            return []
+        entries = await self._run(ROUTING_LOG, "LRANGE", ROUTING_LOG, 0, limit - 1)
+        return [json.loads(entry) for entry in entries]
 
     async def fleet_epoch(self, candidate: str) -> str:
         """The epoch, kept in 16 copies spread over the slot space, so a Cluster shard that comes back empty
@@ -465,8 +536,11 @@ class RedisStore:
             return 0
         seen = 0
         async for inboxes in self._router.scan(INBOX_PATTERN, type_="list", count=1000):
-            for inbox in inboxes:
-                self._hints.add_if_absent(member_of_inbox(inbox))
+            metas = [meta_of_inbox(inbox) for inbox in inboxes]
+            versions = await asyncio.gather(*[self._run(meta, "HGET", meta, "v") for meta in metas])
+            for inbox, version in zip(inboxes, versions, strict=True):
+                if version is not None:  # else deleted or expired since the scan saw it
+                    self._hints.add_if_absent(member_of_inbox(inbox), version)
             seen += len(inboxes)
             await asyncio.sleep(0)  # let the hint updates of this batch go out before the next scan step
         return seen

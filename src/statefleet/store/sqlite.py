@@ -42,6 +42,7 @@ from .base import (
     Policy,
     Receipt,
     RenewOutcome,
+    Routing,
     TurnCommit,
     WorkItem,
 )
@@ -97,6 +98,7 @@ CREATE TABLE IF NOT EXISTS instances (
     id TEXT PRIMARY KEY, info TEXT NOT NULL, expires REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS fleet (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS routing_log (revision INTEGER PRIMARY KEY, entry TEXT NOT NULL);
 """
 
 _RECORD_COLUMNS = (
@@ -342,6 +344,14 @@ def _lease_row(conn: sqlite3.Connection, key: ConversationKey, lease: Lease, now
     return row
 
 
+def _routing(conn: sqlite3.Connection) -> Routing:
+    row = conn.execute("SELECT value FROM fleet WHERE name = 'routing'").fetchone()
+    if row is None:
+        return Routing({}, 0)
+    value = json.loads(row[0])
+    return Routing(value["weights"], value["revision"])
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     if str(path) != ":memory:":
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -478,6 +488,7 @@ class SQLiteStore:
         owner: str,
         policy: Policy,
         limits: Limits,
+        new_version: str | None = None,
     ) -> Acceptance:
         def body(conn: sqlite3.Connection, now: float) -> Acceptance:
             loaded = _load(conn, key, now)
@@ -487,7 +498,7 @@ class SQLiteStore:
                 existing = _get_receipt(conn, key, name, now)
             acceptance, record, fx = _records.accept(
                 loaded.record if loaded else None, existing, key, message,
-                version=version, owner=owner, policy=policy, limits=limits, now=now,
+                version=version, owner=owner, policy=policy, limits=limits, now=now, new_version=new_version,
             )
             _apply(conn, key, loaded, record, fx, limits, now)
             return acceptance
@@ -543,23 +554,25 @@ class SQLiteStore:
 
         await self._write(body)
 
-    async def reclaim(self, key: ConversationKey, *, owner: str, limits: Limits) -> WorkItem | None:
+    async def reclaim(
+        self, key: ConversationKey, *, owner: str, limits: Limits, version: str | None = None
+    ) -> WorkItem | None:
         def body(conn: sqlite3.Connection, now: float) -> WorkItem | None:
             loaded = _load(conn, key, now)
             work, record, fx, _failed = _records.reclaim(
-                loaded.record if loaded else None, key, owner=owner, limits=limits, now=now
+                loaded.record if loaded else None, key, owner=owner, limits=limits, now=now, version=version
             )
             _apply(conn, key, loaded, record, fx, limits, now)
             return work
 
         return await self._write(body)
 
-    async def expired_leases(self, limit: int) -> list[ConversationKey]:
+    async def expired_leases(self, limit: int, *, version: str | None = None) -> list[ConversationKey]:
         def body(conn: sqlite3.Connection, now: float) -> list[ConversationKey]:
             rows = conn.execute(
-                "SELECT tenant, id FROM conversations WHERE hint IS NOT NULL AND hint <= ? ORDER BY hint "
-                "LIMIT ?",
-                (now, limit),
+                "SELECT tenant, id FROM conversations WHERE hint IS NOT NULL AND hint <= ? "
+                "AND (? IS NULL OR version = ?) ORDER BY hint LIMIT ?",
+                (now, version, version, limit),
             )
             return [ConversationKey(tenant, conversation) for tenant, conversation in rows]
 
@@ -627,9 +640,45 @@ class SQLiteStore:
 
         return await self._read(body)
 
-    async def backlog(self) -> int:
+    async def backlog(self, version: str | None = None) -> int:
+        if version is None:
+            return int(await self._read(lambda conn, now: conn.execute(
+                "SELECT COUNT(*) FROM (SELECT DISTINCT tenant, id FROM inbox)").fetchone()[0]))
         return int(await self._read(lambda conn, now: conn.execute(
-            "SELECT COUNT(*) FROM (SELECT DISTINCT tenant, id FROM inbox)").fetchone()[0]))
+            "SELECT COUNT(*) FROM conversations c WHERE c.version = ? AND EXISTS "
+            "(SELECT 1 FROM inbox i WHERE i.tenant = c.tenant AND i.id = c.id)", (version,)).fetchone()[0]))
+
+    async def pinned_conversations(self) -> dict[str, int]:
+        def body(conn: sqlite3.Connection, now: float) -> dict[str, int]:
+            rows = conn.execute("SELECT version, COUNT(*) FROM conversations WHERE expires > ? GROUP BY version",
+                                (now,))
+            return {str(version): int(count) for version, count in rows}
+
+        return await self._read(body)
+
+    async def routing(self) -> Routing:
+        return await self._read(lambda conn, now: _routing(conn))
+
+    async def set_routing(
+        self, weights: Mapping[str, int], *, expected_revision: int | None, change: JSONObject, log_max: int
+    ) -> Routing:
+        def body(conn: sqlite3.Connection, now: float) -> Routing:
+            routing, entry = _records.change_routing(_routing(conn), weights, expected_revision, change)
+            conn.execute("INSERT OR REPLACE INTO fleet (name, value) VALUES ('routing', ?)",
+                         (json.dumps({"weights": routing.weights, "revision": routing.revision}),))
+            conn.execute("INSERT INTO routing_log (revision, entry) VALUES (?, ?)",
+                         (routing.revision, json.dumps(entry)))
+            conn.execute("DELETE FROM routing_log WHERE revision <= ?", (routing.revision - max(1, log_max),))
+            return routing
+
+        return await self._write(body)
+
+    async def routing_log(self, limit: int) -> list[JSONObject]:
+        def body(conn: sqlite3.Connection, now: float) -> list[JSONObject]:
+            rows = conn.execute("SELECT entry FROM routing_log ORDER BY revision DESC LIMIT ?", (max(0, limit),))
+            return [json.loads(entry) for (entry,) in rows]
+
+        return await self._read(body)
 
     async def repair_hints(self, owner: str) -> int:
         return 0  # nothing to repair: leases are found by a query over the conversations themselves

@@ -17,10 +17,12 @@
 -- ARGV[8]  idempotency receipt ttl, ms
 -- ARGV[9]  message receipt ttl, ms
 -- ARGV[10] inbox capacity
+-- ARGV[11] the version a new conversation is pinned to ('' or the caller's: the caller's); when another, a new
+--          conversation is not created: {'W', that version}
 --
 -- Returns one of
 --   {'D', receipt}              the idempotency key was seen before; nothing accepted
---   {'W', version}              pinned to another version; nothing accepted
+--   {'W', version}              pinned to (or, new, assigned) another version; nothing accepted
 --   {'R', owner|nil}            policy reject while busy, or inbox full; nothing accepted
 --   {'Q', owner}                queued behind a live lease
 --   {'L', token, attempt, turns, version, state|nil, head body|nil, lease expiry ms, history...}
@@ -42,6 +44,9 @@ if created and kreceipt then
 end
 if v and v ~= version then
   return {'W', v}
+end
+if not v and ARGV[11] ~= '' and ARGV[11] ~= version then
+  return {'W', ARGV[11]}
 end
 
 local live = holder and tonumber(r[6] or 0) > now_ms

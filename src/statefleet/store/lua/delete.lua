@@ -9,12 +9,13 @@
 --
 -- ARGV: none.
 --
--- Returns {existed, until}: existed is 1 when the conversation existed; until is the later of now and its
+-- Returns {existed, until, version}: existed is 1 when the conversation existed; until is the later of now and its
 -- lease's expiry, in ms (the caller drops a lease hint not later than that: a lease granted after this
 -- delete expires later, see store/_hints.py).
 
 local existed = redis.call('EXISTS', KEYS[1])
-local expiry = tonumber(redis.call('HGET', KEYS[1], 'x') or 0)
+local r = redis.call('HMGET', KEYS[1], 'x', 'v')
+local expiry = tonumber(r[1] or 0)
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 local now_ms = clock()
-return {existed, math.max(now_ms, expiry)}
+return {existed, math.max(now_ms, expiry), r[2] or ''}

@@ -20,11 +20,13 @@
 -- ARGV[8]  event log ttl, ms
 -- ARGV[9]  receipt key prefix sf:{tenant:id}:r:
 -- ARGV[10] outcome receipt ttl, ms (a failed message's receipt, when no waiter made one)
+-- ARGV[11] the caller's agent version ('': any): a conversation pinned to another is left alone
 --
 -- Returns one of
 --   {'-', expiry, now}   nothing to take over: the lease is live until expiry ms, or (expiry 0) nothing is
 --                        pending; now is the server time in ms
 --   {'K', names...}      the head message must fail and its receipt keys are missing from KEYS
+--   {'V', version, now}  pinned to another version than the caller's; nothing changed
 --   {'T:' .. previous owner (or ''), token, attempt, turns, version, state|nil, head body, lease expiry ms,
 --    history...}
 -- The caller updates the fleet-wide lease hint (store/_hints.py); this script touches one slot.
@@ -38,6 +40,9 @@ local v, created, holder = r[1], r[2], r[5]
 local now_ms = clock()
 if not v then
   return {'-', 0, now_ms}  -- gone: deleted, or expired with its inbox
+end
+if ARGV[11] ~= '' and v ~= ARGV[11] then
+  return {'V', v, now_ms}  -- only an instance of the conversation's own version ever runs its turns
 end
 local expires = tonumber(r[6] or 0)
 if holder and expires > now_ms then
