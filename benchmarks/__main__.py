@@ -1,10 +1,12 @@
-"""Run the benchmarks: ``python -m benchmarks [engine|http|asgi|observability|overload|recovery|soak|all] [--quick]``.
+"""Run the benchmarks: ``python -m benchmarks [engine|http|asgi|observability|overload|recovery|forwarding|soak|all]
+[--quick]``.
 
 ``soak`` (the fault suite for 10 minutes; ``python -m benchmarks.soak`` takes more options) is not part of
 ``all``. ``engine --against REF`` measures the engine's throughput on this checkout against commit REF instead
 (alternately, in the same run; ``benchmarks/against.py``). ``recovery [--conversations N]`` kills -9 an
 instance holding N leases and times the two survivors' takeover (``benchmarks/recovery.py``, ~15 s; part of
-``all``). Results go to benchmarks/results/."""
+``all``). ``forwarding`` times a turn sent to an instance of another version, which forwards it, against the
+same turn sent directly (``benchmarks/forwarding.py``; part of ``all``). Results go to benchmarks/results/."""
 
 from __future__ import annotations
 
@@ -23,8 +25,8 @@ RESULTS = Path(__file__).with_name("results")
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("which", nargs="?", default="all",
-                        choices=["engine", "http", "asgi", "observability", "overload", "recovery", "failover", "soak",
-                                 "all"])
+                        choices=["engine", "http", "asgi", "observability", "overload", "recovery", "failover",
+                                 "forwarding", "soak", "all"])
     parser.add_argument("--quick", action="store_true", help="short runs (smoke check, not for figures)")
     parser.add_argument("--against", metavar="REF",
                         help="engine only: measure this checkout's engine throughput against git commit REF")
@@ -73,6 +75,10 @@ def main() -> None:
         conversations = args.conversations or (1_000 if quick else 10_000)
         result = asyncio.run(recovery.run(conversations=conversations))
         report("recovery" + ("-quick" if quick else ""), {**meta, **result})
+    if args.which in ("forwarding", "all"):
+        from . import forwarding
+
+        report("forwarding" + ("-quick" if quick else ""), {**meta, **forwarding.run(quick=quick)})
     if args.which == "failover":
         from . import failover
 
