@@ -141,7 +141,7 @@ def _when(at: Any) -> str:
 
 
 def _show(weights: dict[str, int]) -> str:
-    return " ".join(f"{version}={weight}" for version, weight in weights.items())
+    return " ".join(f"{version}={weight}" for version, weight in sorted(weights.items()))
 
 
 def _with_store(store_url: str, action: Callable[[Store], Awaitable[int]]) -> None:
